@@ -1,0 +1,267 @@
+package mb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+	"sync/atomic"
+)
+
+// DefaultMaxCascadeDepth is the cascade depth limit used when
+// [Options.MaxCascadeDepth] is zero.
+const DefaultMaxCascadeDepth = 16
+
+// Options configure a [Bus]. The zero value is valid and gives the defaults.
+type Options struct {
+	// Middleware wraps every command, query, stream query and event
+	// handler, outermost first, outside any per-handler middleware.
+	Middleware []Middleware
+
+	// Transactor, if set, begins a transaction for every unit of work:
+	// one for each Send from outside a handler, and one for each event
+	// handler. Nested units use savepoints when the transaction supports
+	// them ([Savepointer]).
+	Transactor Transactor
+
+	// ErrorHandler receives the errors that have no caller to return to:
+	// failing or panicking event handlers ([*HandlerError]), cascades past
+	// the depth limit (ErrCascadeLimit) and panicking after-commit hooks.
+	// It may be called from several goroutines at once. The default logs
+	// them with Logger at error level.
+	ErrorHandler func(ctx context.Context, err error)
+
+	// Logger is used by the default ErrorHandler. Nil means slog.Default().
+	Logger *slog.Logger
+
+	// MaxCascadeDepth bounds how deep events emitted by event handlers may
+	// cascade: events emitted by a command are at depth 0, events emitted
+	// by their handlers at depth 1, and so on. Events deeper than the limit
+	// are not dispatched and are reported to ErrorHandler with
+	// ErrCascadeLimit. Zero means DefaultMaxCascadeDepth.
+	MaxCascadeDepth int
+
+	// EventConcurrency is how many handlers of one event may run at once.
+	// Zero or one runs them one after another in registration order.
+	// Events themselves are always dispatched one after another.
+	EventConcurrency int
+}
+
+func (o *Options) validate() error {
+	var errs []error
+	if o.MaxCascadeDepth < 0 {
+		errs = append(errs, fmt.Errorf("mb: Options.MaxCascadeDepth is %d; use 0 for the default (%d) or a positive depth", o.MaxCascadeDepth, DefaultMaxCascadeDepth))
+	}
+	if o.EventConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("mb: Options.EventConcurrency is %d; use 0 or 1 for sequential handlers or a positive limit", o.EventConcurrency))
+	}
+	for i, mw := range o.Middleware {
+		if mw == nil {
+			errs = append(errs, fmt.Errorf("mb: Options.Middleware[%d] is nil; remove it", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Bus dispatches commands, queries and events to their handlers.
+//
+// Create one with [New], register handlers with [HandleCommand], [HandleQuery],
+// [HandleStream], [Subscribe] and [Bus.Install], then dispatch with [Send],
+// [Exec], [Query], [Stream] and [Publish]. A Bus is safe for concurrent use;
+// registering while dispatching is allowed and takes effect for dispatches
+// that start afterwards. Dispatch takes no lock shared between goroutines.
+// A Bus holds no resources and needs no closing.
+type Bus struct {
+	opts    Options
+	onError func(ctx context.Context, err error)
+
+	mu    sync.Mutex // serialises registration
+	reg   atomic.Pointer[registry]
+	types sync.Map // reflect.Type -> *typeInfo
+}
+
+// New returns a bus configured by at most one Options value; none gives the
+// defaults. New panics if given more than one Options value or invalid
+// options, naming each problem: both are mistakes in the program's set-up.
+func New(opts ...Options) *Bus {
+	b := &Bus{}
+	switch len(opts) {
+	case 0:
+	case 1:
+		b.opts = opts[0]
+	default:
+		panic("mb: New takes at most one Options value")
+	}
+	if err := b.opts.validate(); err != nil {
+		panic(err)
+	}
+	b.opts.Middleware = append([]Middleware(nil), b.opts.Middleware...)
+	if b.opts.MaxCascadeDepth == 0 {
+		b.opts.MaxCascadeDepth = DefaultMaxCascadeDepth
+	}
+	if b.opts.EventConcurrency == 0 {
+		b.opts.EventConcurrency = 1
+	}
+	b.onError = b.opts.ErrorHandler
+	if b.onError == nil {
+		logger := b.opts.Logger
+		b.onError = func(ctx context.Context, err error) {
+			l := logger
+			if l == nil {
+				l = slog.Default()
+			}
+			l.ErrorContext(ctx, "mb: unhandled error", "error", err)
+		}
+	}
+	b.reg.Store(&registry{
+		commands: map[reflect.Type]*entry{},
+		queries:  map[reflect.Type]*entry{},
+		mw:       b.opts.Middleware,
+	})
+	return b
+}
+
+// Use appends middleware that wraps every handler, inside the middleware
+// given in [Options.Middleware] and any added by earlier calls. It affects
+// dispatches that start after it returns. Use panics on a nil bus or a nil
+// middleware.
+func (b *Bus) Use(mw ...Middleware) {
+	if b == nil {
+		panic(fmt.Errorf("%w: Use on a nil *Bus", ErrInvalidArgument))
+	}
+	for i, m := range mw {
+		if m == nil {
+			panic(fmt.Errorf("%w: Use: middleware %d is nil", ErrInvalidArgument, i))
+		}
+	}
+	b.update(func(r *registry) error {
+		r.mw = append(r.mw[:len(r.mw):len(r.mw)], mw...)
+		return nil
+	})
+}
+
+// Module registers a package's handlers on a bus. A package exposes one
+// Module so that a program wires it in with one line:
+//
+//	func Register(bus *mb.Bus) error {
+//		return errors.Join(
+//			mb.HandleCommandSafely(bus, createUser),
+//			mb.SubscribeSafely(bus, sendWelcomeEmail),
+//		)
+//	}
+type Module func(bus *Bus) error
+
+// Install runs the modules in order and returns their errors joined. Modules
+// registered before a failing one stay registered; a program should treat
+// an error from Install as fatal.
+func (b *Bus) Install(modules ...Module) error {
+	if b == nil {
+		return fmt.Errorf("%w: Install on a nil *Bus", ErrInvalidArgument)
+	}
+	var errs []error
+	for i, m := range modules {
+		if m == nil {
+			errs = append(errs, fmt.Errorf("%w: Install: module %d is nil", ErrInvalidHandler, i))
+			continue
+		}
+		if err := m(b); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Bus) typeInfo(t reflect.Type) *typeInfo {
+	if ti, ok := b.types.Load(t); ok {
+		return ti.(*typeInfo)
+	}
+	ti, _ := b.types.LoadOrStore(t, newTypeInfo(t))
+	return ti.(*typeInfo)
+}
+
+func (b *Bus) report(ctx context.Context, err error) {
+	defer func() {
+		// A panicking error handler must not take the dispatcher down.
+		_ = recover()
+	}()
+	b.onError(ctx, err)
+}
+
+// registry is an immutable snapshot of a bus's handlers. Registration copies
+// it, so dispatch reads it without locking.
+type registry struct {
+	commands map[reflect.Type]*entry
+	queries  map[reflect.Type]*entry // queries and stream queries
+	subs     []*entry                // event handlers in registration order
+	mw       []Middleware
+	events   sync.Map // reflect.Type -> []*entry: resolved event handlers
+}
+
+func (b *Bus) update(fn func(r *registry) error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := b.reg.Load()
+	r := &registry{
+		commands: make(map[reflect.Type]*entry, len(old.commands)+1),
+		queries:  make(map[reflect.Type]*entry, len(old.queries)+1),
+		subs:     old.subs[:len(old.subs):len(old.subs)],
+		mw:       old.mw,
+	}
+	for k, v := range old.commands {
+		r.commands[k] = v
+	}
+	for k, v := range old.queries {
+		r.queries[k] = v
+	}
+	if err := fn(r); err != nil {
+		return err
+	}
+	// Rebuild the middleware chains: cheap, and only at set-up.
+	rebuild := func(e *entry) *entry {
+		c := *e
+		c.build(r.mw)
+		return &c
+	}
+	for k, v := range r.commands {
+		r.commands[k] = rebuild(v)
+	}
+	for k, v := range r.queries {
+		r.queries[k] = rebuild(v)
+	}
+	subs := make([]*entry, len(r.subs))
+	for i, v := range r.subs {
+		subs[i] = rebuild(v)
+	}
+	r.subs = subs
+	b.reg.Store(r)
+	return nil
+}
+
+// handlersFor returns the event handlers for events of concrete type t, in
+// registration order: those subscribed to t itself and those subscribed to an
+// interface that t implements. A handler reachable more than once runs once.
+func (r *registry) handlersFor(t reflect.Type) []*entry {
+	if hs, ok := r.events.Load(t); ok {
+		return hs.([]*entry)
+	}
+	var hs []*entry
+	for _, s := range r.subs {
+		if s.msgType != t && (s.msgType.Kind() != reflect.Interface || !t.Implements(s.msgType)) {
+			continue
+		}
+		dup := false
+		for _, h := range hs {
+			if s.fnID != 0 && h.fnID == s.fnID && h.msgType == s.msgType {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			hs = append(hs, s)
+		}
+	}
+	v, _ := r.events.LoadOrStore(t, hs)
+	return v.([]*entry)
+}

@@ -1,0 +1,184 @@
+package mb
+
+import (
+	"context"
+	"reflect"
+	"sync"
+)
+
+// Kind tells what sort of message a handler is handling.
+type Kind uint8
+
+// The kinds of messages.
+const (
+	KindCommand Kind = iota + 1 // handled by exactly one handler, in a unit of work
+	KindQuery                   // handled by exactly one handler, without a unit of work
+	KindStream                  // a streaming query
+	KindEvent                   // handled by zero or more handlers, each in its own unit of work
+)
+
+// String returns "command", "query", "stream" or "event".
+func (k Kind) String() string {
+	switch k {
+	case KindCommand:
+		return "command"
+	case KindQuery:
+		return "query"
+	case KindStream:
+		return "stream"
+	case KindEvent:
+		return "event"
+	}
+	return "unknown"
+}
+
+// Message is what middleware sees of the message being handled. The bus
+// creates it for each handling; middleware may read it and may replace Body
+// with a value of the same type before calling the next handler. It must not
+// be retained after the handler returns.
+type Message struct {
+	// Kind is the kind of message.
+	Kind Kind
+	// Name is the message name: the result of its MessageName method if it
+	// has one, otherwise its Go type name.
+	Name string
+	// Handler is the name of the handler that will run: the name given
+	// with [WithName] or the Go function name.
+	Handler string
+	// Body is the command, query or event value.
+	Body any
+
+	meta *meta
+}
+
+// ID returns the message id, a UUIDv7 generated on first use unless the
+// message arrived with one. All handlers of one event see the same id.
+func (m *Message) ID() string { return m.meta.ID() }
+
+// CorrelationID returns the id of the root of the business flow this message
+// belongs to: inherited from the message being handled when this one was
+// sent or emitted, or set with [WithCorrelationID], otherwise the message's
+// own id.
+func (m *Message) CorrelationID() string { return m.meta.correlation() }
+
+// CausationID returns the id of the message whose handler sent or emitted
+// this one, or "" for a message sent from outside any handler.
+func (m *Message) CausationID() string { return m.meta.causation() }
+
+// Metadata returns a copy of the message's identity.
+func (m *Message) Metadata() Metadata {
+	return Metadata{
+		Kind:          m.Kind,
+		Name:          m.Name,
+		Handler:       m.Handler,
+		ID:            m.meta.ID(),
+		CorrelationID: m.meta.correlation(),
+		CausationID:   m.meta.causation(),
+	}
+}
+
+// Metadata is the identity of the message being handled; see [MetadataFrom].
+type Metadata struct {
+	Kind          Kind
+	Name          string
+	Handler       string
+	ID            string
+	CorrelationID string
+	CausationID   string
+}
+
+// MetadataFrom returns the metadata of the message whose handler ctx belongs
+// to. It reports false outside any handler.
+func MetadataFrom(ctx context.Context) (Metadata, bool) {
+	f := frameFrom(ctx)
+	if f == nil {
+		return Metadata{}, false
+	}
+	return f.msg.Metadata(), true
+}
+
+type correlationKey struct{}
+
+// WithCorrelationID returns a context whose messages sent or published from
+// outside any handler take id as their correlation id, for example the
+// request id of an incoming HTTP request. Inside a handler the correlation id
+// of the message being handled takes precedence.
+func WithCorrelationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey{}, id)
+}
+
+// meta is the identity of one message. The id is generated lazily so that a
+// command nobody asks about costs no clock read and no allocation.
+type meta struct {
+	once    sync.Once
+	id      string
+	corr    string // explicit correlation id, "" to derive it
+	causeID string // explicit causation id, used when cause is nil
+	cause   *meta  // the message whose handler produced this one
+}
+
+func (m *meta) ID() string {
+	m.once.Do(m.generate)
+	return m.id
+}
+
+func (m *meta) generate() {
+	if m.id == "" {
+		m.id = NewID()
+	}
+}
+
+func (m *meta) correlation() string {
+	if m.corr != "" {
+		return m.corr
+	}
+	if m.cause != nil {
+		return m.cause.correlation()
+	}
+	return m.ID()
+}
+
+func (m *meta) causation() string {
+	if m.cause != nil {
+		return m.cause.ID()
+	}
+	return m.causeID
+}
+
+// inherit links m to whatever message ctx is handling, or to a correlation
+// id put there with WithCorrelationID.
+func (m *meta) inherit(ctx context.Context, f *frame) {
+	if f != nil {
+		m.cause = f.msg.meta
+		return
+	}
+	if id, ok := ctx.Value(correlationKey{}).(string); ok {
+		m.corr = id
+	}
+}
+
+// typeInfo is what the bus knows about a message type; computed once per
+// type and bus.
+type typeInfo struct {
+	typ  reflect.Type
+	name string
+	err  error // why values of this type cannot be messages, if they cannot
+}
+
+func newTypeInfo(t reflect.Type) *typeInfo {
+	ti := &typeInfo{typ: t, name: t.String()}
+	switch {
+	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
+		ti.err = invalidMessage("%s is a pointer; messages are struct values, use %s", t, t.Elem())
+		return ti
+	case t.Kind() != reflect.Struct:
+		ti.err = invalidMessage("%s is a %s; messages are struct values", t, t.Kind())
+		return ti
+	}
+	if n, ok := reflect.Zero(t).Interface().(interface{ MessageName() string }); ok {
+		if name := n.MessageName(); name != "" {
+			ti.name = name
+		}
+	}
+	return ti
+}

@@ -1,0 +1,249 @@
+package mb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// Handler handles one message. Middleware sees every handler as a Handler:
+// the message arrives in msg.Body and the result leaves as any (nil for
+// events; for stream queries, the sequence the handler returned).
+type Handler interface {
+	Handle(ctx context.Context, msg *Message) (any, error)
+}
+
+// HandlerFunc adapts a function to a [Handler].
+type HandlerFunc func(ctx context.Context, msg *Message) (any, error)
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, msg *Message) (any, error) { return f(ctx, msg) }
+
+// Middleware wraps a handler, in the shape of net/http middleware. It runs
+// inside the unit of work of the message (for commands and events), so the
+// context it passes on must be derived from the one it receives. Middleware
+// is built once per handler at registration and called concurrently.
+//
+// Middleware wraps commands, queries, stream queries and each event handler
+// separately; msg.Kind tells them apart. Bus-wide middleware
+// ([Options.Middleware], [Bus.Use]) runs outside per-handler middleware
+// ([WithMiddleware]); within each list the first is outermost.
+type Middleware func(next Handler) Handler
+
+// Recover turns a panic in the handlers it wraps into an error wrapping
+// ErrPanic (a *[PanicError] with the stack). The bus does this anyway at the
+// edge of every unit of work; use Recover inside other middleware, such as
+// logging, that should see panics as errors.
+func Recover() Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, msg *Message) (out any, err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					out, err = nil, newPanicError(p)
+				}
+			}()
+			return next.Handle(ctx, msg)
+		})
+	}
+}
+
+// Timeout gives each handling a context that is cancelled after d. Handlers
+// must watch ctx to stop; a handler that ignores it runs to its end. Stream
+// queries pass through unchanged, since their work happens after the
+// handler returns. Timeout panics if d is not positive.
+func Timeout(d time.Duration) Middleware {
+	if d <= 0 {
+		panic(fmt.Sprintf("mb: Timeout(%v): the duration must be positive", d))
+	}
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, msg *Message) (any, error) {
+			if msg.Kind == KindStream {
+				return next.Handle(ctx, msg)
+			}
+			ctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			return next.Handle(ctx, msg)
+		})
+	}
+}
+
+// Validate calls the Validate() error method of messages that have one
+// before their handler, and fails with an error wrapping both ErrValidation
+// and the method's error when it returns one; the handler is then not run.
+func Validate() Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, msg *Message) (any, error) {
+			if v, ok := msg.Body.(interface{ Validate() error }); ok {
+				if err := v.Validate(); err != nil {
+					return nil, fmt.Errorf("%w: %s %s: %w", ErrValidation, msg.Kind, msg.Name, err)
+				}
+			}
+			return next.Handle(ctx, msg)
+		})
+	}
+}
+
+// Logging logs every handling with logger (slog.Default() if nil): at debug
+// level when it succeeds, at error level when it fails, with the message
+// kind, name, handler, id, correlation id, duration and error.
+func Logging(logger *slog.Logger) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, msg *Message) (any, error) {
+			l := logger
+			if l == nil {
+				l = slog.Default()
+			}
+			start := time.Now()
+			out, err := next.Handle(ctx, msg)
+			level := slog.LevelDebug
+			if err != nil {
+				level = slog.LevelError
+			}
+			if !l.Enabled(ctx, level) {
+				return out, err
+			}
+			attrs := []slog.Attr{
+				slog.String("kind", msg.Kind.String()),
+				slog.String("name", msg.Name),
+				slog.String("handler", msg.Handler),
+				slog.String("id", msg.ID()),
+				slog.String("correlation_id", msg.CorrelationID()),
+				slog.Duration("duration", time.Since(start)),
+			}
+			text := "mb: handled"
+			if err != nil {
+				attrs = append(attrs, slog.Any("error", err))
+				text = "mb: handler failed"
+			}
+			l.LogAttrs(ctx, level, text, attrs...)
+			return out, err
+		})
+	}
+}
+
+// RetryOptions configure [Retry]. Zero fields take the defaults.
+type RetryOptions struct {
+	// MaxAttempts is the total number of tries, the first included.
+	// Default 3.
+	MaxAttempts int
+	// InitialBackoff is the wait before the second try. Default 10ms.
+	InitialBackoff time.Duration
+	// MaxBackoff caps the wait between tries. Default 1s.
+	MaxBackoff time.Duration
+	// Multiplier grows the wait after each try. Default 2.
+	Multiplier float64
+	// Retryable decides which errors are worth another try. Default
+	// [IsRetryable]: only errors marked with [Retryable] or having a
+	// Retryable() bool method that returns true.
+	Retryable func(error) bool
+}
+
+func (o RetryOptions) withDefaults() (RetryOptions, error) {
+	var errs []error
+	if o.MaxAttempts < 0 {
+		errs = append(errs, fmt.Errorf("mb: RetryOptions.MaxAttempts is %d; use 0 for the default (3) or a positive count", o.MaxAttempts))
+	}
+	if o.InitialBackoff < 0 || o.MaxBackoff < 0 {
+		errs = append(errs, errors.New("mb: RetryOptions backoffs must not be negative"))
+	}
+	if o.Multiplier != 0 && o.Multiplier < 1 {
+		errs = append(errs, fmt.Errorf("mb: RetryOptions.Multiplier is %v; use 0 for the default (2) or a value of at least 1", o.Multiplier))
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 3
+	}
+	if o.InitialBackoff == 0 {
+		o.InitialBackoff = 10 * time.Millisecond
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = time.Second
+	}
+	if o.MaxBackoff < o.InitialBackoff {
+		o.MaxBackoff = o.InitialBackoff
+	}
+	if o.Multiplier == 0 {
+		o.Multiplier = 2
+	}
+	if o.Retryable == nil {
+		o.Retryable = IsRetryable
+	}
+	return o, errors.Join(errs...)
+}
+
+// backoff returns the wait before try n+1 (n >= 1): exponential, capped,
+// with "equal jitter": a uniformly random point in the upper half.
+func (o RetryOptions) backoff(n int) time.Duration {
+	d := float64(o.InitialBackoff)
+	for i := 1; i < n && d < float64(o.MaxBackoff); i++ {
+		d *= o.Multiplier
+	}
+	d = min(d, float64(o.MaxBackoff))
+	half := d / 2
+	return time.Duration(half + rand.Float64()*half)
+}
+
+// Retry tries a failing handler again, up to opts.MaxAttempts times in all,
+// while its error is retryable, waiting with exponential backoff and jitter
+// between tries. It gives up early when ctx is done and returns the last
+// error.
+//
+// Each try of a command or event handler runs in its own nested scope of the
+// unit of work: the events (and, with a savepoint-capable transaction, the
+// writes) of a failed try are discarded before the next. A transaction that
+// the database has aborted as a whole (a serialization failure, say) cannot
+// be repaired this way; retrying those needs a new unit of work.
+//
+// Retry panics on invalid options, naming each problem.
+func Retry(opts RetryOptions) Middleware {
+	o, err := opts.withDefaults()
+	if err != nil {
+		panic(err)
+	}
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, msg *Message) (any, error) {
+			for n := 1; ; n++ {
+				out, err := attempt(ctx, msg, next)
+				if err == nil || n >= o.MaxAttempts || !o.Retryable(err) {
+					return out, err
+				}
+				t := time.NewTimer(o.backoff(n))
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil, errors.Join(err, context.Cause(ctx))
+				case <-t.C:
+				}
+			}
+		})
+	}
+}
+
+// attempt calls next in a scope nested in ctx's unit of work, if any, so
+// that a failure discards what the try recorded.
+func attempt(ctx context.Context, msg *Message, next Handler) (out any, err error) {
+	outer := frameFrom(ctx)
+	if outer == nil || outer.unit == nil {
+		return next.Handle(ctx, msg)
+	}
+	f, ok, err := nest(ctx, outer)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: retry after the handler of %s %s returned", ErrNoUnitOfWork, msg.Kind, msg.Name)
+	}
+	f.msg = outer.msg
+	defer func() {
+		if p := recover(); p != nil {
+			err = newPanicError(p)
+		}
+		err = f.finishNested(err)
+		if err != nil {
+			out = nil
+		}
+	}()
+	return next.Handle(f, msg)
+}

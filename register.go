@@ -1,0 +1,291 @@
+package mb
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"reflect"
+	"runtime"
+	"strings"
+	"unsafe"
+)
+
+// entry is one registered handler.
+type entry struct {
+	kind       Kind
+	msgType    reflect.Type // the type the handler was registered for
+	name       string       // message name ("" for interface subscriptions)
+	handler    string       // handler name
+	resultType reflect.Type // commands and queries: what the handler returns
+	fnID       uintptr      // identity of the handler func value
+	fn         any          // the typed handler func, for the fast path
+	base       Handler      // the handler behind the boxed interface
+	own        []Middleware // per-handler middleware
+	chain      Handler      // base wrapped in all middleware
+	direct     bool         // no middleware at all: call fn directly
+}
+
+func (e *entry) build(busMW []Middleware) {
+	e.direct = len(busMW) == 0 && len(e.own) == 0
+	h := e.base
+	for i := len(e.own) - 1; i >= 0; i-- {
+		h = e.own[i](h)
+	}
+	for i := len(busMW) - 1; i >= 0; i-- {
+		h = busMW[i](h)
+	}
+	e.chain = h
+}
+
+// HandlerOption configures one handler at registration.
+type HandlerOption interface {
+	apply(*handlerConfig)
+}
+
+type handlerConfig struct {
+	name string
+	mw   []Middleware
+}
+
+type optionFunc func(*handlerConfig)
+
+func (f optionFunc) apply(c *handlerConfig) { f(c) }
+
+// WithName names the handler in errors, logs and telemetry. The default is
+// the Go function name.
+func WithName(name string) HandlerOption {
+	return optionFunc(func(c *handlerConfig) { c.name = name })
+}
+
+// WithMiddleware wraps this handler only, inside the bus-wide middleware,
+// outermost first.
+func WithMiddleware(mw ...Middleware) HandlerOption {
+	return optionFunc(func(c *handlerConfig) { c.mw = append(c.mw, mw...) })
+}
+
+// funcID returns the identity of a func value: the address of its closure
+// record. The very same function value registered twice has the same id;
+// two closures of one literal that capture different variables do not.
+func funcID[F any](fn F) uintptr {
+	return uintptr(*(*unsafe.Pointer)(unsafe.Pointer(&fn)))
+}
+
+func funcName(fn any) string {
+	f := runtime.FuncForPC(reflect.ValueOf(fn).Pointer())
+	if f == nil {
+		return "?"
+	}
+	name := f.Name()
+	// Trim the package path, keep package.Function.
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:]
+	}
+	return name
+}
+
+func newEntry[M, F any](bus *Bus, kind Kind, fn F, opts []HandlerOption) (*entry, error) {
+	t := reflect.TypeFor[M]()
+	if bus == nil {
+		return nil, fmt.Errorf("%w: registering a %s handler for %s on a nil *Bus", ErrInvalidHandler, kind, t)
+	}
+	if reflect.ValueOf(fn).IsNil() {
+		return nil, fmt.Errorf("%w: the %s handler for %s is nil", ErrInvalidHandler, kind, t)
+	}
+	e := &entry{kind: kind, msgType: t, fn: fn, fnID: funcID(fn), handler: funcName(fn)}
+	if kind == KindEvent && t.Kind() == reflect.Interface {
+		e.name = t.String()
+	} else {
+		ti := bus.typeInfo(t)
+		if ti.err != nil {
+			return nil, fmt.Errorf("%w: cannot register a %s handler for %s: %w", ErrInvalidHandler, kind, t, ti.err)
+		}
+		e.name = ti.name
+	}
+	var cfg handlerConfig
+	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: nil HandlerOption for the %s handler of %s", ErrInvalidHandler, kind, t)
+		}
+		o.apply(&cfg)
+	}
+	for i, m := range cfg.mw {
+		if m == nil {
+			return nil, fmt.Errorf("%w: middleware %d of the %s handler for %s is nil", ErrInvalidHandler, i, kind, t)
+		}
+	}
+	if cfg.name != "" {
+		e.handler = cfg.name
+	}
+	e.own = cfg.mw
+	return e, nil
+}
+
+func (b *Bus) addSingle(e *entry) error {
+	return b.update(func(r *registry) error {
+		m := r.commands
+		if e.kind != KindCommand {
+			m = r.queries
+		}
+		if old, ok := m[e.msgType]; ok {
+			return fmt.Errorf("%w: %s %s already handled by %s, cannot add %s", ErrDuplicateHandler, old.kind, e.name, old.handler, e.handler)
+		}
+		m[e.msgType] = e
+		return nil
+	})
+}
+
+func mustRegister(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+func typeMismatch(kind Kind, want reflect.Type, body any) error {
+	return fmt.Errorf("%w: %s handler for %s got a %T", ErrInvalidMessage, kind, want, body)
+}
+
+// HandleCommand registers h as the handler of commands of type C, which must
+// be a struct type. [Send] runs it in a unit of work and returns its result.
+//
+// HandleCommand panics with an error wrapping ErrDuplicateHandler if C
+// already has a handler (registering the very same function again included)
+// and with ErrInvalidHandler for a nil bus, a nil h or a C that is not a
+// struct, like http.ServeMux does for a duplicate pattern. Use
+// [HandleCommandSafely] to get the error instead.
+func HandleCommand[C, R any](bus *Bus, h func(ctx context.Context, cmd C) (R, error), opts ...HandlerOption) {
+	mustRegister(HandleCommandSafely(bus, h, opts...))
+}
+
+// HandleCommandSafely is [HandleCommand] returning the error instead of
+// panicking.
+func HandleCommandSafely[C, R any](bus *Bus, h func(ctx context.Context, cmd C) (R, error), opts ...HandlerOption) error {
+	e, err := newEntry[C](bus, KindCommand, h, opts)
+	if err != nil {
+		return err
+	}
+	e.resultType = reflect.TypeFor[R]()
+	e.base = HandlerFunc(func(ctx context.Context, m *Message) (any, error) {
+		c, ok := m.Body.(C)
+		if !ok {
+			return nil, typeMismatch(KindCommand, e.msgType, m.Body)
+		}
+		return h(ctx, c)
+	})
+	return bus.addSingle(e)
+}
+
+// HandleCommandNoResult registers h as the handler of commands of type C
+// that return only an error. Dispatch them with [Exec]. It panics like
+// [HandleCommand]; [HandleCommandNoResultSafely] returns the error instead.
+func HandleCommandNoResult[C any](bus *Bus, h func(ctx context.Context, cmd C) error, opts ...HandlerOption) {
+	mustRegister(HandleCommandNoResultSafely(bus, h, opts...))
+}
+
+// HandleCommandNoResultSafely is [HandleCommandNoResult] returning the error
+// instead of panicking.
+func HandleCommandNoResultSafely[C any](bus *Bus, h func(ctx context.Context, cmd C) error, opts ...HandlerOption) error {
+	e, err := newEntry[C](bus, KindCommand, h, opts)
+	if err != nil {
+		return err
+	}
+	e.resultType = reflect.TypeFor[struct{}]()
+	e.base = HandlerFunc(func(ctx context.Context, m *Message) (any, error) {
+		c, ok := m.Body.(C)
+		if !ok {
+			return nil, typeMismatch(KindCommand, e.msgType, m.Body)
+		}
+		return struct{}{}, h(ctx, c)
+	})
+	return bus.addSingle(e)
+}
+
+// HandleQuery registers h as the handler of queries of type Q, which must be
+// a struct type. [Query] runs it without a unit of work: [Emit] inside it
+// fails with ErrNoUnitOfWork. It panics like [HandleCommand];
+// [HandleQuerySafely] returns the error instead. A type has at most one
+// query or stream query handler.
+func HandleQuery[Q, R any](bus *Bus, h func(ctx context.Context, q Q) (R, error), opts ...HandlerOption) {
+	mustRegister(HandleQuerySafely(bus, h, opts...))
+}
+
+// HandleQuerySafely is [HandleQuery] returning the error instead of
+// panicking.
+func HandleQuerySafely[Q, R any](bus *Bus, h func(ctx context.Context, q Q) (R, error), opts ...HandlerOption) error {
+	e, err := newEntry[Q](bus, KindQuery, h, opts)
+	if err != nil {
+		return err
+	}
+	e.resultType = reflect.TypeFor[R]()
+	e.base = HandlerFunc(func(ctx context.Context, m *Message) (any, error) {
+		q, ok := m.Body.(Q)
+		if !ok {
+			return nil, typeMismatch(KindQuery, e.msgType, m.Body)
+		}
+		return h(ctx, q)
+	})
+	return bus.addSingle(e)
+}
+
+// HandleStream registers h as the handler of streaming queries of type Q.
+// [Stream] calls it and yields what its sequence yields. It panics like
+// [HandleCommand]; [HandleStreamSafely] returns the error instead.
+func HandleStream[Q, T any](bus *Bus, h func(ctx context.Context, q Q) iter.Seq2[T, error], opts ...HandlerOption) {
+	mustRegister(HandleStreamSafely(bus, h, opts...))
+}
+
+// HandleStreamSafely is [HandleStream] returning the error instead of
+// panicking.
+func HandleStreamSafely[Q, T any](bus *Bus, h func(ctx context.Context, q Q) iter.Seq2[T, error], opts ...HandlerOption) error {
+	e, err := newEntry[Q](bus, KindStream, h, opts)
+	if err != nil {
+		return err
+	}
+	e.resultType = reflect.TypeFor[T]()
+	e.base = HandlerFunc(func(ctx context.Context, m *Message) (any, error) {
+		q, ok := m.Body.(Q)
+		if !ok {
+			return nil, typeMismatch(KindStream, e.msgType, m.Body)
+		}
+		return h(ctx, q), nil
+	})
+	return bus.addSingle(e)
+}
+
+// Subscribe registers h as a handler of events of type E, after the handlers
+// registered before it. E is either a struct type, or an interface type: the
+// handler then receives every event whose type implements E, and with E =
+// any it receives every event. Subscribing the very same function value
+// twice is allowed; it still runs once per event.
+//
+// Subscribe panics with an error wrapping ErrInvalidHandler for a nil bus,
+// a nil h or an E that is neither a struct nor an interface;
+// [SubscribeSafely] returns the error instead.
+func Subscribe[E any](bus *Bus, h func(ctx context.Context, event E) error, opts ...HandlerOption) {
+	mustRegister(SubscribeSafely(bus, h, opts...))
+}
+
+// SubscribeSafely is [Subscribe] returning the error instead of panicking.
+func SubscribeSafely[E any](bus *Bus, h func(ctx context.Context, event E) error, opts ...HandlerOption) error {
+	e, err := newEntry[E](bus, KindEvent, h, opts)
+	if err != nil {
+		return err
+	}
+	e.fn = func(ctx context.Context, v any) error {
+		ev, ok := v.(E)
+		if !ok {
+			return typeMismatch(KindEvent, e.msgType, v)
+		}
+		return h(ctx, ev)
+	}
+	e.base = HandlerFunc(func(ctx context.Context, m *Message) (any, error) {
+		ev, ok := m.Body.(E)
+		if !ok {
+			return nil, typeMismatch(KindEvent, e.msgType, m.Body)
+		}
+		return nil, h(ctx, ev)
+	})
+	return bus.update(func(r *registry) error {
+		r.subs = append(r.subs, e)
+		return nil
+	})
+}

@@ -1,0 +1,375 @@
+package mb
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"reflect"
+)
+
+var reflectTypeOf = reflect.TypeOf
+
+// msgType returns the type a message of static type M is dispatched by: M
+// itself, or the dynamic type when M is an interface.
+func msgType[M any](m M) reflect.Type {
+	t := reflect.TypeFor[M]()
+	if t.Kind() == reflect.Interface {
+		return reflect.TypeOf(any(m))
+	}
+	return t
+}
+
+func (b *Bus) lookup(ctx context.Context, kind Kind, t reflect.Type) (*entry, error) {
+	if b == nil {
+		return nil, fmt.Errorf("%w: nil *Bus", ErrInvalidArgument)
+	}
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
+	}
+	if t == nil {
+		return nil, fmt.Errorf("%w: nil %s", ErrInvalidMessage, kind)
+	}
+	r := b.reg.Load()
+	m := r.commands
+	if kind != KindCommand {
+		m = r.queries
+	}
+	e := m[t]
+	if e == nil || e.kind != kind {
+		ti := b.typeInfo(t)
+		if ti.err != nil {
+			return nil, ti.err
+		}
+		if e != nil {
+			return nil, fmt.Errorf("%w for %s %s (it has a %s handler)", ErrNoHandler, kind, ti.name, e.kind)
+		}
+		return nil, fmt.Errorf("%w for %s %s", ErrNoHandler, kind, ti.name)
+	}
+	return e, nil
+}
+
+func checkResult(e *entry, want reflect.Type) error {
+	if e.resultType == want || e.resultType.AssignableTo(want) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %s returns %s, not %s", ErrResultType, e.kind, e.name, e.resultType, want)
+}
+
+func (f *frame) init(kind Kind, e *entry) {
+	f.msg = Message{Kind: kind, Name: e.name, Handler: e.handler, meta: &f.meta}
+}
+
+// openCommand opens the frame a command handler runs in: nested in the unit
+// of work of ctx when ctx belongs to an open unit of this bus, otherwise the
+// root of a new unit.
+func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
+	outer := frameFrom(ctx)
+	if outer != nil && outer.bus == b && outer.unit != nil {
+		f, ok, err := nest(ctx, outer)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			f.init(KindCommand, e)
+			f.meta.cause = outer.msg.meta
+			return f, nil
+		}
+	}
+	uf := &unitFrame{}
+	if err := b.newUnit(ctx, uf); err != nil {
+		return nil, err
+	}
+	f := &uf.frame
+	f.init(KindCommand, e)
+	f.meta.inherit(ctx, outer)
+	return f, nil
+}
+
+func (f *frame) finish(err error) error {
+	if f.parent != nil {
+		return f.finishNested(err)
+	}
+	return f.finishRoot(err)
+}
+
+func callTyped[M, R any](ctx context.Context, fn func(context.Context, M) (R, error), m M) (r R, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = newPanicError(p)
+		}
+	}()
+	return fn(ctx, m)
+}
+
+func callChain(f *frame, h Handler) (out any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = newPanicError(p)
+		}
+	}()
+	return h.Handle(f, &f.msg)
+}
+
+func resultAs[R any](e *entry, out any) (R, error) {
+	r, ok := out.(R)
+	if !ok && out != nil {
+		var zero R
+		return zero, fmt.Errorf("%w: middleware of %s %s returned a %T, not %s", ErrResultType, e.kind, e.name, out, reflect.TypeFor[R]())
+	}
+	return r, nil
+}
+
+// Send runs the handler of cmd in a unit of work and returns its result.
+//
+// Outside any handler, Send opens a unit of work (and a transaction when
+// the bus has a [Transactor]); when the handler returns without error the
+// unit prepares, commits and then dispatches the events the handler emitted,
+// before Send returns. If the handler fails or panics, the unit rolls back,
+// its events are discarded and Send returns the handler's error (a panic
+// becomes an error wrapping ErrPanic).
+//
+// Inside a command or event handler of the same bus, Send joins that
+// handler's unit of work: its events are dispatched after the outermost unit
+// commits, and if this handler fails only its own events (and, with a
+// savepoint-capable transaction, its writes) are discarded.
+//
+// Send returns an error wrapping ErrNoHandler if cmd's type has no command
+// handler, ErrResultType without running the handler if the handler's result
+// cannot be returned as R, and ErrInvalidArgument for a nil bus or context.
+// Event handler errors never fail Send; they go to [Options.ErrorHandler].
+func Send[R, C any](ctx context.Context, bus *Bus, cmd C) (R, error) {
+	var zero R
+	e, err := bus.lookup(ctx, KindCommand, msgType(cmd))
+	if err != nil {
+		return zero, err
+	}
+	fn, fast := e.fn.(func(context.Context, C) (R, error))
+	fast = fast && e.direct
+	if !fast {
+		if err := checkResult(e, reflect.TypeFor[R]()); err != nil {
+			return zero, err
+		}
+	}
+	f, err := bus.openCommand(ctx, e)
+	if err != nil {
+		return zero, err
+	}
+	var res R
+	if fast {
+		res, err = callTyped(f, fn, cmd)
+	} else {
+		f.msg.Body = cmd
+		var out any
+		if out, err = callChain(f, e.chain); err == nil {
+			res, err = resultAs[R](e, out)
+		}
+	}
+	if err = f.finish(err); err != nil {
+		return zero, err
+	}
+	return res, nil
+}
+
+// Exec runs the handler of cmd like [Send] and discards its result. It is how
+// commands registered with [HandleCommandNoResult] are sent, and works for
+// commands with a result too.
+func Exec[C any](ctx context.Context, bus *Bus, cmd C) error {
+	e, err := bus.lookup(ctx, KindCommand, msgType(cmd))
+	if err != nil {
+		return err
+	}
+	f, err := bus.openCommand(ctx, e)
+	if err != nil {
+		return err
+	}
+	if fn, ok := e.fn.(func(context.Context, C) error); ok && e.direct {
+		err = callErr(f, fn, cmd)
+	} else {
+		f.msg.Body = cmd
+		_, err = callChain(f, e.chain)
+	}
+	return f.finish(err)
+}
+
+func callErr[M any](ctx context.Context, fn func(context.Context, M) error, m M) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = newPanicError(p)
+		}
+	}()
+	return fn(ctx, m)
+}
+
+func (b *Bus) openQuery(ctx context.Context, kind Kind, e *entry) *frame {
+	f := &frame{Context: ctx, bus: b}
+	f.init(kind, e)
+	f.meta.inherit(ctx, frameFrom(ctx))
+	return f
+}
+
+// Query runs the handler of q and returns its result. Queries run without a
+// unit of work: [Emit] inside the handler returns ErrNoUnitOfWork. Errors are
+// those of [Send]; a panicking handler returns an error wrapping ErrPanic.
+func Query[R, Q any](ctx context.Context, bus *Bus, q Q) (R, error) {
+	var zero R
+	e, err := bus.lookup(ctx, KindQuery, msgType(q))
+	if err != nil {
+		return zero, err
+	}
+	fn, fast := e.fn.(func(context.Context, Q) (R, error))
+	fast = fast && e.direct
+	if !fast {
+		if err := checkResult(e, reflect.TypeFor[R]()); err != nil {
+			return zero, err
+		}
+	}
+	f := bus.openQuery(ctx, KindQuery, e)
+	if fast {
+		return callTyped(f, fn, q)
+	}
+	f.msg.Body = q
+	out, err := callChain(f, e.chain)
+	if err != nil {
+		return zero, err
+	}
+	return resultAs[R](e, out)
+}
+
+// Stream runs the streaming query handler of q and yields what it yields.
+// Dispatch errors (no handler, a T other than the handler's) and a panic in
+// the handler are yielded once as (zero, err) and end the sequence. Stopping
+// the iteration early stops the handler's sequence. Middleware wraps the call
+// that creates the handler's sequence, not its iteration.
+func Stream[T, Q any](ctx context.Context, bus *Bus, q Q) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		var zero T
+		e, err := bus.lookup(ctx, KindStream, msgType(q))
+		if err == nil && e.resultType != reflect.TypeFor[T]() {
+			err = fmt.Errorf("%w: stream %s yields %s, not %s", ErrResultType, e.name, e.resultType, reflect.TypeFor[T]())
+		}
+		if err != nil {
+			yield(zero, err)
+			return
+		}
+		f := bus.openQuery(ctx, KindStream, e)
+		var seq iter.Seq2[T, error]
+		if fn, ok := e.fn.(func(context.Context, Q) iter.Seq2[T, error]); ok && e.direct {
+			seq, err = callStream(f, fn, q)
+		} else {
+			f.msg.Body = q
+			var out any
+			if out, err = callChain(f, e.chain); err == nil && out != nil {
+				var ok bool
+				if seq, ok = out.(iter.Seq2[T, error]); !ok {
+					err = fmt.Errorf("%w: middleware of stream %s returned a %T", ErrResultType, e.name, out)
+				}
+			}
+		}
+		if err != nil {
+			yield(zero, err)
+			return
+		}
+		if seq == nil {
+			return
+		}
+		iterate(seq, yield)
+	}
+}
+
+func callStream[Q, T any](ctx context.Context, fn func(context.Context, Q) iter.Seq2[T, error], q Q) (seq iter.Seq2[T, error], err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = newPanicError(p)
+		}
+	}()
+	return fn(ctx, q), nil
+}
+
+// iterate ranges over the handler's seq, turning a panic of the handler into
+// a final error while letting a panic of the consumer's loop body through.
+func iterate[T any](seq iter.Seq2[T, error], yield func(T, error) bool) {
+	inBody, stopped := false, false
+	defer func() {
+		if p := recover(); p != nil {
+			if inBody {
+				panic(p)
+			}
+			if !stopped {
+				var zero T
+				yield(zero, newPanicError(p))
+			}
+		}
+	}()
+	for v, err := range seq {
+		inBody = true
+		if !yield(v, err) {
+			stopped = true
+			return
+		}
+		inBody = false
+	}
+}
+
+// Emit records events in the unit of work of ctx. They are dispatched to
+// their handlers after the unit commits, in the order they were first
+// emitted, and discarded if it rolls back. Events are struct values; Emit
+// records all of them or, if one is invalid (nil, not a struct, a pointer),
+// none and returns an error wrapping ErrInvalidMessage.
+//
+// Emit returns an error wrapping ErrNoUnitOfWork when ctx has no open unit of
+// work: outside a handler, in a query handler, or after the handler returned.
+// Emit is safe to call from goroutines the handler starts, as long as the
+// handler waits for them.
+func Emit(ctx context.Context, events ...any) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: Emit with a nil context", ErrInvalidArgument)
+	}
+	f := frameFrom(ctx)
+	if f == nil {
+		return fmt.Errorf("%w: Emit outside a command or event handler; use mb.Publish", ErrNoUnitOfWork)
+	}
+	if f.unit == nil {
+		return fmt.Errorf("%w: Emit in the handler of %s %s; queries have no unit of work", ErrNoUnitOfWork, f.msg.Kind, f.msg.Name)
+	}
+	return f.emit(events)
+}
+
+// Publish dispatches events to their handlers. Inside a command or event
+// handler of bus, it is [Emit]: the events wait for the unit of work to
+// commit. Elsewhere it dispatches them at once, in order, each handler in its
+// own unit of work, cascades included, and returns when all are handled.
+// Handler errors go to [Options.ErrorHandler], never to the caller; Publish
+// returns an error only for invalid arguments (ErrInvalidArgument,
+// ErrInvalidMessage), in which case nothing is dispatched.
+func Publish(ctx context.Context, bus *Bus, events ...any) error {
+	if bus == nil {
+		return fmt.Errorf("%w: Publish on a nil *Bus", ErrInvalidArgument)
+	}
+	if ctx == nil {
+		return fmt.Errorf("%w: Publish with a nil context", ErrInvalidArgument)
+	}
+	f := frameFrom(ctx)
+	if f != nil && f.bus == bus && f.unit != nil {
+		f.unit.mu.Lock()
+		open := f.isOpen()
+		f.unit.mu.Unlock()
+		if open {
+			return f.emit(events)
+		}
+	}
+	for _, v := range events {
+		if _, err := bus.eventInfo(v); err != nil {
+			return err
+		}
+	}
+	recs := make([]*eventRecord, len(events))
+	for i, v := range events {
+		ti, _ := bus.eventInfo(v)
+		r := &eventRecord{value: v, info: ti}
+		r.meta.inherit(ctx, f)
+		r.key, r.keyed = dedupKey(v)
+		recs[i] = r
+	}
+	bus.dispatch(ctx, recs)
+	return nil
+}
