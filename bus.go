@@ -196,7 +196,48 @@ type registry struct {
 	queries  map[reflect.Type]*entry // queries and stream queries
 	subs     []*entry                // event handlers in registration order
 	mw       []Middleware
-	events   sync.Map // reflect.Type -> []*entry: resolved event handlers
+	// events caches, per concrete event type, its type info and resolved
+	// handlers. It is copied on write: after warm-up, dispatch reads a
+	// plain map.
+	events atomic.Pointer[map[reflect.Type]*eventType]
+}
+
+// eventType is what dispatch needs to know about one concrete event type.
+type eventType struct {
+	info     *typeInfo
+	handlers []*entry
+}
+
+// eventType returns the cached eventType of t, resolving it on first use.
+func (b *Bus) eventType(r *registry, t reflect.Type) *eventType {
+	if m := r.events.Load(); m != nil {
+		if et, ok := (*m)[t]; ok {
+			return et
+		}
+	}
+	et := &eventType{info: b.typeInfo(t)}
+	if et.info.err == nil {
+		et.handlers = r.handlersFor(t)
+	}
+	for {
+		old := r.events.Load()
+		var m map[reflect.Type]*eventType
+		if old == nil {
+			m = make(map[reflect.Type]*eventType)
+		} else {
+			if cur, ok := (*old)[t]; ok {
+				return cur
+			}
+			m = make(map[reflect.Type]*eventType, len(*old)+1)
+			for k, v := range *old {
+				m[k] = v
+			}
+		}
+		m[t] = et
+		if r.events.CompareAndSwap(old, &m) {
+			return et
+		}
+	}
 }
 
 func (b *Bus) update(fn func(r *registry) error) error {
@@ -243,9 +284,6 @@ func (b *Bus) update(fn func(r *registry) error) error {
 // registration order: those subscribed to t itself and those subscribed to an
 // interface that t implements. A handler reachable more than once runs once.
 func (r *registry) handlersFor(t reflect.Type) []*entry {
-	if hs, ok := r.events.Load(t); ok {
-		return hs.([]*entry)
-	}
 	var hs []*entry
 	for _, s := range r.subs {
 		if s.msgType != t && (s.msgType.Kind() != reflect.Interface || !t.Implements(s.msgType)) {
@@ -262,6 +300,5 @@ func (r *registry) handlersFor(t reflect.Type) []*entry {
 			hs = append(hs, s)
 		}
 	}
-	v, _ := r.events.LoadOrStore(t, hs)
-	return v.([]*entry)
+	return hs
 }

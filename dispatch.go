@@ -4,61 +4,57 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 )
-
-// dedupSet remembers the (type, key) pairs dispatched in one cascade. Small
-// cascades use a slice; large ones a map.
-type dedupSet struct {
-	list []dedupEntry
-	m    map[dedupEntry]struct{}
-}
 
 type dedupEntry struct {
 	t   reflect.Type
 	key string
 }
 
-// add reports whether (t, key) was new.
-func (s *dedupSet) add(t reflect.Type, key string) bool {
-	k := dedupEntry{t, key}
-	if s.m != nil {
-		if _, ok := s.m[k]; ok {
-			return false
-		}
-		s.m[k] = struct{}{}
-		return true
-	}
-	for _, e := range s.list {
-		if e == k {
-			return false
-		}
-	}
-	s.list = append(s.list, k)
-	if len(s.list) > 32 {
-		s.m = make(map[dedupEntry]struct{}, 2*len(s.list))
-		for _, e := range s.list {
-			s.m[e] = struct{}{}
-		}
-		s.list = nil
-	}
-	return true
-}
-
 // dispatch delivers a committed unit's events, and the events their handlers
 // emit, breadth-first: each event's handlers run before the next event's,
 // and events emitted by handlers join the end of the queue. An event whose
 // type and DedupKey were already dispatched in this cascade is skipped.
-func (b *Bus) dispatch(ctx context.Context, queue []*eventRecord) {
+//
+// The first events come as pointers (a unit's) or as a slice of records
+// (published from outside a handler).
+func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, firstRecs []eventRecord) {
 	reg := b.reg.Load()
-	var seen dedupSet
+	// The (type, key) pairs dispatched so far: a short list, then a map.
+	var seenBuf [4]dedupEntry
+	seen := seenBuf[:0]
+	var seenMap map[dedupEntry]struct{}
+	var buf [8]*eventRecord
+	queue := append(buf[:0], first...)
+	for i := range firstRecs {
+		queue = append(queue, &firstRecs[i])
+	}
 	for i := 0; i < len(queue); i++ {
 		rec := queue[i]
 		queue[i] = nil // let handled events go
-		if rec.keyed && !seen.add(rec.info.typ, rec.key) {
-			continue
+		if rec.keyed {
+			k := dedupEntry{rec.info.typ, rec.key}
+			if seenMap != nil {
+				if _, dup := seenMap[k]; dup {
+					continue
+				}
+				seenMap[k] = struct{}{}
+			} else {
+				if slices.Contains(seen, k) {
+					continue
+				}
+				seen = append(seen, k)
+				if len(seen) > 16 {
+					seenMap = make(map[dedupEntry]struct{}, 64)
+					for _, s := range seen {
+						seenMap[s] = struct{}{}
+					}
+				}
+			}
 		}
-		hs := reg.handlersFor(rec.info.typ)
+		hs := b.eventType(reg, rec.info.typ).handlers
 		if len(hs) == 0 {
 			continue
 		}
@@ -69,7 +65,7 @@ func (b *Bus) dispatch(ctx context.Context, queue []*eventRecord) {
 			})
 			continue
 		}
-		frames := make([]unitFrame, len(hs))
+		frames := make([]frame, len(hs))
 		if b.opts.EventConcurrency <= 1 || len(hs) == 1 {
 			for j, h := range hs {
 				queue = append(queue, b.handleEvent(ctx, &frames[j], h, rec)...)
@@ -97,31 +93,27 @@ func (b *Bus) dispatch(ctx context.Context, queue []*eventRecord) {
 
 // handleEvent runs one event handler in its own unit of work and returns the
 // events it emitted, or reports its failure and returns none.
-func (b *Bus) handleEvent(ctx context.Context, uf *unitFrame, h *entry, rec *eventRecord) []*eventRecord {
-	fail := func(err error) []*eventRecord {
-		b.report(ctx, &HandlerError{
-			Kind: KindEvent, Message: rec.info.name, Handler: h.handler,
-			MessageID: rec.meta.ID(), Err: err,
-		})
-		return nil
+func (b *Bus) handleEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord) []*eventRecord {
+	f.Context, f.e, f.rec = ctx, h, rec
+	err := f.begin()
+	if err == nil {
+		if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
+			err = callErr(f, fn, rec.value)
+		} else {
+			_, err = callChain(f, rec.value)
+		}
+		var evs []*eventRecord
+		var hooks []hook
+		if evs, hooks, err = f.endUnit(err); err == nil {
+			if len(hooks) > 0 {
+				b.runAfter(ctx, hooks)
+			}
+			return evs
+		}
 	}
-	if err := b.newUnit(ctx, uf); err != nil {
-		return fail(err)
-	}
-	uf.u.depth = rec.depth + 1
-	f := &uf.frame
-	f.msg = Message{Kind: KindEvent, Name: rec.info.name, Handler: h.handler, meta: &rec.meta}
-	var err error
-	if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
-		err = callErr(f, fn, rec.value)
-	} else {
-		f.msg.Body = rec.value
-		_, err = callChain(f, h.chain)
-	}
-	evs, hooks, err := f.endUnit(err)
-	if err != nil {
-		return fail(err)
-	}
-	b.runAfter(ctx, hooks)
-	return evs
+	b.report(ctx, &HandlerError{
+		Kind: KindEvent, Message: rec.info.name, Handler: h.handler,
+		MessageID: rec.meta.ID(), Err: err,
+	})
+	return nil
 }

@@ -94,7 +94,7 @@ func MetadataFrom(ctx context.Context) (Metadata, bool) {
 	if f == nil {
 		return Metadata{}, false
 	}
-	return f.msg.Metadata(), true
+	return f.msg().Metadata(), true
 }
 
 type correlationKey struct{}
@@ -149,7 +149,7 @@ func (m *meta) causation() string {
 // id put there with WithCorrelationID.
 func (m *meta) inherit(ctx context.Context, f *frame) {
 	if f != nil {
-		m.cause = f.msg.meta
+		m.cause = f.msg().meta
 		return
 	}
 	if id, ok := ctx.Value(correlationKey{}).(string); ok {

@@ -225,17 +225,16 @@ func Retry(opts RetryOptions) Middleware {
 // that a failure discards what the try recorded.
 func attempt(ctx context.Context, msg *Message, next Handler) (out any, err error) {
 	outer := frameFrom(ctx)
-	if outer == nil || outer.unit == nil {
+	if outer == nil || !outer.hasUnit() {
 		return next.Handle(ctx, msg)
 	}
-	f, ok, err := nest(ctx, outer)
+	f, ok, err := nest(ctx, outer, outer.e)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w: retry after the handler of %s %s returned", ErrNoUnitOfWork, msg.Kind, msg.Name)
 	}
-	f.msg = outer.msg
 	defer func() {
 		if p := recover(); p != nil {
 			err = newPanicError(p)

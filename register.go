@@ -12,6 +12,7 @@ import (
 
 // entry is one registered handler.
 type entry struct {
+	bus        *Bus
 	kind       Kind
 	msgType    reflect.Type // the type the handler was registered for
 	name       string       // message name ("" for interface subscriptions)
@@ -91,7 +92,7 @@ func newEntry[M, F any](bus *Bus, kind Kind, fn F, opts []HandlerOption) (*entry
 	if reflect.ValueOf(fn).IsNil() {
 		return nil, fmt.Errorf("%w: the %s handler for %s is nil", ErrInvalidHandler, kind, t)
 	}
-	e := &entry{kind: kind, msgType: t, fn: fn, fnID: funcID(fn), handler: funcName(fn)}
+	e := &entry{bus: bus, kind: kind, msgType: t, fn: fn, fnID: funcID(fn), handler: funcName(fn)}
 	if kind == KindEvent && t.Kind() == reflect.Interface {
 		e.name = t.String()
 	} else {

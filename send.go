@@ -55,38 +55,28 @@ func checkResult(e *entry, want reflect.Type) error {
 	return fmt.Errorf("%w: %s %s returns %s, not %s", ErrResultType, e.kind, e.name, e.resultType, want)
 }
 
-func (f *frame) init(kind Kind, e *entry) {
-	f.msg = Message{Kind: kind, Name: e.name, Handler: e.handler, meta: &f.meta}
-}
-
 // openCommand opens the frame a command handler runs in: nested in the unit
 // of work of ctx when ctx belongs to an open unit of this bus, otherwise the
 // root of a new unit.
 func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
-	outer := frameFrom(ctx)
-	if outer != nil && outer.bus == b && outer.unit != nil {
-		f, ok, err := nest(ctx, outer)
+	if outer := frameFrom(ctx); outer != nil && outer.bus() == b && outer.hasUnit() {
+		f, ok, err := nest(ctx, outer, e)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			f.init(KindCommand, e)
-			f.meta.cause = outer.msg.meta
 			return f, nil
 		}
 	}
-	uf := &unitFrame{}
-	if err := b.newUnit(ctx, uf); err != nil {
+	f := &frame{Context: ctx, e: e}
+	if err := f.begin(); err != nil {
 		return nil, err
 	}
-	f := &uf.frame
-	f.init(KindCommand, e)
-	f.meta.inherit(ctx, outer)
 	return f, nil
 }
 
 func (f *frame) finish(err error) error {
-	if f.parent != nil {
+	if x := f.x.Load(); x != nil && x.parent != nil {
 		return f.finishNested(err)
 	}
 	return f.finishRoot(err)
@@ -101,13 +91,17 @@ func callTyped[M, R any](ctx context.Context, fn func(context.Context, M) (R, er
 	return fn(ctx, m)
 }
 
-func callChain(f *frame, h Handler) (out any, err error) {
+// callChain runs the handler of f through its middleware with body as the
+// message.
+func callChain(f *frame, body any) (out any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = newPanicError(p)
 		}
 	}()
-	return h.Handle(f, &f.msg)
+	m := f.msg()
+	m.Body = body
+	return f.e.chain.Handle(f, m)
 }
 
 func resultAs[R any](e *entry, out any) (R, error) {
@@ -158,9 +152,8 @@ func Send[R, C any](ctx context.Context, bus *Bus, cmd C) (R, error) {
 	if fast {
 		res, err = callTyped(f, fn, cmd)
 	} else {
-		f.msg.Body = cmd
 		var out any
-		if out, err = callChain(f, e.chain); err == nil {
+		if out, err = callChain(f, cmd); err == nil {
 			res, err = resultAs[R](e, out)
 		}
 	}
@@ -185,8 +178,7 @@ func Exec[C any](ctx context.Context, bus *Bus, cmd C) error {
 	if fn, ok := e.fn.(func(context.Context, C) error); ok && e.direct {
 		err = callErr(f, fn, cmd)
 	} else {
-		f.msg.Body = cmd
-		_, err = callChain(f, e.chain)
+		_, err = callChain(f, cmd)
 	}
 	return f.finish(err)
 }
@@ -198,13 +190,6 @@ func callErr[M any](ctx context.Context, fn func(context.Context, M) error, m M)
 		}
 	}()
 	return fn(ctx, m)
-}
-
-func (b *Bus) openQuery(ctx context.Context, kind Kind, e *entry) *frame {
-	f := &frame{Context: ctx, bus: b}
-	f.init(kind, e)
-	f.meta.inherit(ctx, frameFrom(ctx))
-	return f
 }
 
 // Query runs the handler of q and returns its result. Queries run without a
@@ -223,12 +208,11 @@ func Query[R, Q any](ctx context.Context, bus *Bus, q Q) (R, error) {
 			return zero, err
 		}
 	}
-	f := bus.openQuery(ctx, KindQuery, e)
+	f := &frame{Context: ctx, e: e}
 	if fast {
 		return callTyped(f, fn, q)
 	}
-	f.msg.Body = q
-	out, err := callChain(f, e.chain)
+	out, err := callChain(f, q)
 	if err != nil {
 		return zero, err
 	}
@@ -251,14 +235,13 @@ func Stream[T, Q any](ctx context.Context, bus *Bus, q Q) iter.Seq2[T, error] {
 			yield(zero, err)
 			return
 		}
-		f := bus.openQuery(ctx, KindStream, e)
+		f := &frame{Context: ctx, e: e}
 		var seq iter.Seq2[T, error]
 		if fn, ok := e.fn.(func(context.Context, Q) iter.Seq2[T, error]); ok && e.direct {
 			seq, err = callStream(f, fn, q)
 		} else {
-			f.msg.Body = q
 			var out any
-			if out, err = callChain(f, e.chain); err == nil && out != nil {
+			if out, err = callChain(f, q); err == nil && out != nil {
 				var ok bool
 				if seq, ok = out.(iter.Seq2[T, error]); !ok {
 					err = fmt.Errorf("%w: middleware of stream %s returned a %T", ErrResultType, e.name, out)
@@ -328,8 +311,8 @@ func Emit(ctx context.Context, events ...any) error {
 	if f == nil {
 		return fmt.Errorf("%w: Emit outside a command or event handler; use mb.Publish", ErrNoUnitOfWork)
 	}
-	if f.unit == nil {
-		return fmt.Errorf("%w: Emit in the handler of %s %s; queries have no unit of work", ErrNoUnitOfWork, f.msg.Kind, f.msg.Name)
+	if !f.hasUnit() {
+		return fmt.Errorf("%w: Emit in the handler of %s %s; queries have no unit of work", ErrNoUnitOfWork, f.e.kind, f.e.name)
 	}
 	return f.emit(events)
 }
@@ -349,27 +332,28 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 		return fmt.Errorf("%w: Publish with a nil context", ErrInvalidArgument)
 	}
 	f := frameFrom(ctx)
-	if f != nil && f.bus == bus && f.unit != nil {
-		f.unit.mu.Lock()
-		open := f.isOpen()
-		f.unit.mu.Unlock()
+	if f != nil && f.bus() == bus && f.hasUnit() {
+		u := f.ext().unit
+		u.mu.Lock()
+		open := f.isOpen(u)
+		u.mu.Unlock()
 		if open {
 			return f.emit(events)
 		}
 	}
-	for _, v := range events {
-		if _, err := bus.eventInfo(v); err != nil {
-			return err
+	var cause *meta
+	if f != nil {
+		cause = f.msg().meta
+	}
+	recs, err := newRecords(bus, events, cause)
+	if err != nil {
+		return err
+	}
+	if f == nil {
+		for i := range recs {
+			recs[i].meta.inherit(ctx, nil)
 		}
 	}
-	recs := make([]*eventRecord, len(events))
-	for i, v := range events {
-		ti, _ := bus.eventInfo(v)
-		r := &eventRecord{value: v, info: ti}
-		r.meta.inherit(ctx, f)
-		r.key, r.keyed = dedupKey(v)
-		recs[i] = r
-	}
-	bus.dispatch(ctx, recs)
+	bus.dispatch(ctx, nil, recs)
 	return nil
 }

@@ -35,8 +35,13 @@ type Savepointer interface {
 // reports false outside a unit of work or when the bus has no Transactor.
 func TxFrom(ctx context.Context) (Tx, bool) {
 	f := frameFrom(ctx)
-	if f == nil || f.unit == nil || f.unit.tx == nil {
+	if f == nil {
 		return nil, false
 	}
-	return f.unit.tx, true
+	// A transaction creates the frame's extension when the unit begins.
+	x := f.x.Load()
+	if x == nil || x.unit == nil || x.unit.tx == nil {
+		return nil, false
+	}
+	return x.unit.tx, true
 }

@@ -6,22 +6,46 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 type frameKey struct{}
 
-// frame is the context a handler runs with. It carries the message being
-// handled and, for commands and events, the unit of work. It is a
-// context.Context itself, so that opening a unit costs one allocation.
+const frameDone = 1
+
+// frame is the context a handler runs with. It is a context.Context itself
+// and is kept to 48 bytes: a command that records nothing costs this one
+// allocation. Everything else a handler may need (its message, identity and
+// unit of work) lives in a frameExt created on first use.
 type frame struct {
 	context.Context
-	bus    *Bus
+	e     *entry       // the handler being run
+	rec   *eventRecord // for event handlers: the event being handled
+	x     atomic.Pointer[frameExt]
+	state atomic.Uint32 // frameDone once the handler has returned
+}
+
+// frameExt is the part of a frame that is created when first needed: at
+// once for nested frames, units with a transaction and middleware; lazily
+// when a handler emits, registers a hook or asks for its metadata.
+type frameExt struct {
 	unit   *unit  // nil for queries
-	parent *frame // the enclosing frame of the same unit, nil for the unit's root
+	parent *frame // the enclosing frame of the same unit, nil for a unit's root
 	msg    Message
 	meta   meta   // the identity of a command or query (events keep theirs in eventRecord)
 	sp     string // savepoint set by a nested frame
-	done   bool   // guarded by unit.mu: the handler has returned
+}
+
+// unitExt is a frameExt with the unit of work it roots: one allocation.
+type unitExt struct {
+	frameExt
+	u unit
+}
+
+// nestedFrame is a frame nested in another's unit, with its extension.
+type nestedFrame struct {
+	frame
+	ext frameExt
 }
 
 // Value makes the frame findable with frameFrom and defers everything else
@@ -41,10 +65,74 @@ func frameFrom(ctx context.Context) *frame {
 	return f
 }
 
-// unitFrame is a unit of work together with its root frame: one allocation.
-type unitFrame struct {
-	frame
-	u unit
+func (f *frame) bus() *Bus { return f.e.bus }
+
+// hasUnit reports whether handlers of f's kind run in a unit of work.
+func (f *frame) hasUnit() bool { return f.e.kind == KindCommand || f.e.kind == KindEvent }
+
+// ext returns f's extension, creating it on first use. Safe for concurrent
+// use: the handler's goroutines may race to create it; one wins.
+func (f *frame) ext() *frameExt {
+	if x := f.x.Load(); x != nil {
+		return x
+	}
+	x := f.newExt()
+	if f.x.CompareAndSwap(nil, x) {
+		return x
+	}
+	return f.x.Load()
+}
+
+func (f *frame) newExt() *frameExt {
+	var x *frameExt
+	if f.hasUnit() {
+		ux := &unitExt{}
+		ux.u.events = ux.u.evbuf[:0]
+		ux.unit = &ux.u
+		x = &ux.frameExt
+	} else {
+		x = &frameExt{}
+	}
+	if f.rec != nil {
+		x.unit.depth = f.rec.depth + 1
+		x.msg = Message{Kind: KindEvent, Name: f.rec.info.name, Handler: f.e.handler, meta: &f.rec.meta}
+		return x
+	}
+	x.msg = Message{Kind: f.e.kind, Name: f.e.name, Handler: f.e.handler, meta: &x.meta}
+	x.meta.inherit(f.Context, frameFrom(f.Context))
+	return x
+}
+
+func (f *frame) msg() *Message { return &f.ext().msg }
+
+func parentOf(f *frame) *frame {
+	if x := f.x.Load(); x != nil {
+		return x.parent
+	}
+	return nil
+}
+
+// within reports whether frame o is f or nested inside f.
+func within(o, f *frame) bool {
+	for ; o != nil; o = parentOf(o) {
+		if o == f {
+			return true
+		}
+	}
+	return false
+}
+
+// isOpen reports whether f can still record into u. Call with u.mu held.
+func (f *frame) isOpen(u *unit) bool {
+	if u.closed {
+		return false
+	}
+	for p := f; p != nil; p = parentOf(p) {
+		if p.state.Load() == frameDone {
+			return false
+		}
+	}
+	return true
 }
 
 // unit is one unit of work.
@@ -76,57 +164,46 @@ type eventRecord struct {
 	meta  meta
 }
 
-// within reports whether frame o is f or nested inside f.
-func within(o, f *frame) bool {
-	for ; o != nil; o = o.parent {
-		if o == f {
-			return true
-		}
+// begin starts a transaction for the unit rooted at f, when the bus has a
+// Transactor.
+func (f *frame) begin() error {
+	t := f.bus().opts.Transactor
+	if t == nil {
+		return nil
 	}
-	return false
-}
-
-// isOpen reports whether f can still record events. Call with u.mu held.
-func (f *frame) isOpen() bool {
-	if f.unit.closed {
-		return false
+	tx, err := t.Begin(f.Context)
+	if err != nil {
+		return fmt.Errorf("mb: begin transaction: %w", err)
 	}
-	for p := f; p != nil; p = p.parent {
-		if p.done {
-			return false
-		}
+	if tx == nil {
+		return errors.New("mb: begin transaction: the Transactor returned a nil Tx")
 	}
-	return true
-}
-
-// newUnit starts a unit of work rooted at a new frame whose parent is ctx.
-func (b *Bus) newUnit(ctx context.Context, uf *unitFrame) error {
-	uf.Context = ctx
-	uf.bus = b
-	uf.unit = &uf.u
-	uf.u.events = uf.u.evbuf[:0]
-	if b.opts.Transactor != nil {
-		tx, err := b.opts.Transactor.Begin(ctx)
-		if err != nil {
-			return fmt.Errorf("mb: begin transaction: %w", err)
-		}
-		if tx == nil {
-			return errors.New("mb: begin transaction: Transactor returned a nil Tx")
-		}
-		uf.u.tx = tx
-	}
+	f.ext().unit.tx = tx
 	return nil
 }
 
-// nest opens a frame nested in outer's unit: the frame of a Send from inside
-// a handler, or one attempt of the Retry middleware. It sets a savepoint when
-// the transaction supports them. It reports false when outer's unit is no
-// longer open.
-func nest(ctx context.Context, outer *frame) (*frame, bool, error) {
-	u := outer.unit
-	f := &frame{Context: ctx, bus: outer.bus, unit: u, parent: outer}
+// nest opens a frame for handler e nested in outer's unit: the frame of a
+// Send from inside a handler, or of one try of the Retry middleware (e ==
+// outer.e). It sets a savepoint when the transaction supports them. It
+// reports false when outer's unit is no longer open.
+func nest(ctx context.Context, outer *frame, e *entry) (*frame, bool, error) {
+	ox := outer.ext()
+	u := ox.unit
+	nf := &nestedFrame{}
+	f := &nf.frame
+	f.Context, f.e = ctx, e
+	x := &nf.ext
+	x.unit, x.parent = u, outer
+	if e == outer.e {
+		f.rec = outer.rec
+		x.msg = ox.msg
+	} else {
+		x.msg = Message{Kind: e.kind, Name: e.name, Handler: e.handler, meta: &x.meta}
+		x.meta.cause = ox.msg.meta
+	}
+	f.x.Store(x)
 	u.mu.Lock()
-	if !outer.isOpen() {
+	if !outer.isOpen(u) {
 		u.mu.Unlock()
 		return nil, false, nil
 	}
@@ -134,8 +211,8 @@ func nest(ctx context.Context, outer *frame) (*frame, bool, error) {
 	seq := u.spSeq
 	u.mu.Unlock()
 	if sp, ok := u.tx.(Savepointer); ok {
-		f.sp = "mb_sp_" + strconv.Itoa(seq)
-		if err := sp.Savepoint(ctx, f.sp); err != nil {
+		x.sp = "mb_sp_" + strconv.Itoa(seq)
+		if err := sp.Savepoint(ctx, x.sp); err != nil {
 			return nil, true, fmt.Errorf("mb: savepoint: %w", err)
 		}
 	}
@@ -146,19 +223,20 @@ func nest(ctx context.Context, outer *frame) (*frame, bool, error) {
 // discarded and its savepoint rolled back; on success the savepoint is
 // released. It returns err, joined with any savepoint error.
 func (f *frame) finishNested(err error) error {
-	if f.sp != "" {
-		sp := f.unit.tx.(Savepointer)
+	x := f.x.Load()
+	u := x.unit
+	if x.sp != "" {
+		sp := u.tx.(Savepointer)
 		if err != nil {
-			if rerr := sp.RollbackToSavepoint(f.Context, f.sp); rerr != nil {
+			if rerr := sp.RollbackToSavepoint(f.Context, x.sp); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("mb: rollback to savepoint: %w", rerr))
 			}
-		} else if rerr := sp.ReleaseSavepoint(f.Context, f.sp); rerr != nil {
+		} else if rerr := sp.ReleaseSavepoint(f.Context, x.sp); rerr != nil {
 			err = fmt.Errorf("mb: release savepoint: %w", rerr)
 		}
 	}
-	u := f.unit
 	u.mu.Lock()
-	f.done = true
+	f.state.Store(frameDone)
 	if err != nil {
 		u.discard(f)
 	}
@@ -229,15 +307,31 @@ func callHook(ctx context.Context, fn func(context.Context) error) (err error) {
 // endUnit ends the unit rooted at f after its handler returned err: on
 // success it prepares and commits and returns what the unit recorded; on
 // failure it rolls back and returns the handler's error (or the first
-// failure of prepare or commit, or both joined with a rollback error).
+// failure of prepare or commit, joined with a rollback error if any).
 func (f *frame) endUnit(err error) ([]*eventRecord, []hook, error) {
-	u := f.unit
+	x := f.x.Load()
+	if x == nil {
+		// The handler recorded nothing and there is no transaction: the
+		// common case costs two atomic operations. A goroutine of the
+		// handler that emits concurrently either lands before this point
+		// (and x is seen) or sees the frame done and fails.
+		f.state.Store(frameDone)
+		if x = f.x.Load(); x == nil {
+			return nil, nil, err
+		}
+	}
+	u := x.unit
 	ctx := f.Context
-	if err == nil && len(u.hooks) > 0 {
-		err = u.prepare(f)
+	if err == nil {
+		u.mu.Lock()
+		n := len(u.hooks)
+		u.mu.Unlock()
+		if n > 0 {
+			err = u.prepare(f)
+		}
 	}
 	u.mu.Lock()
-	f.done = true
+	f.state.Store(frameDone)
 	u.mu.Unlock()
 	if err != nil {
 		u.close()
@@ -267,9 +361,11 @@ func (f *frame) finishRoot(err error) error {
 		return err
 	}
 	if len(evs) > 0 {
-		f.bus.dispatch(f.Context, evs)
+		f.bus().dispatch(f.Context, evs, nil)
 	}
-	f.bus.runAfter(f.Context, hooks)
+	if len(hooks) > 0 {
+		f.bus().runAfter(f.Context, hooks)
+	}
 	return nil
 }
 
@@ -291,31 +387,46 @@ func (b *Bus) runAfter(ctx context.Context, hooks []hook) {
 
 // emit validates events and records them in f's unit, all or none.
 func (f *frame) emit(events []any) error {
-	for _, v := range events {
-		if _, err := f.bus.eventInfo(v); err != nil {
-			return err
-		}
-	}
-	u := f.unit
-	recs := make([]*eventRecord, 0, 1)
-	if len(events) > 1 {
-		recs = make([]*eventRecord, 0, len(events))
-	}
-	for _, v := range events {
-		ti, _ := f.bus.eventInfo(v)
-		r := &eventRecord{value: v, info: ti, depth: u.depth, owner: f}
-		r.meta.cause = f.msg.meta
-		r.key, r.keyed = dedupKey(v)
-		recs = append(recs, r)
+	x := f.ext()
+	u := x.unit
+	recs, err := newRecords(f.bus(), events, x.msg.meta)
+	if err != nil {
+		return err
 	}
 	u.mu.Lock()
-	if !f.isOpen() {
+	if !f.isOpen(u) {
 		u.mu.Unlock()
-		return fmt.Errorf("%w: the handler of %s %s has already returned", ErrNoUnitOfWork, f.msg.Kind, f.msg.Name)
+		return fmt.Errorf("%w: the handler of %s %s has already returned", ErrNoUnitOfWork, x.msg.Kind, x.msg.Name)
 	}
-	u.events = append(u.events, recs...)
+	for i := range recs {
+		recs[i].depth, recs[i].owner = u.depth, f
+		u.events = append(u.events, &recs[i])
+	}
 	u.mu.Unlock()
 	return nil
+}
+
+// newRecords validates events and makes their records in one allocation.
+func newRecords(b *Bus, events []any, cause *meta) ([]eventRecord, error) {
+	reg := b.reg.Load()
+	recs := make([]eventRecord, len(events))
+	for i, v := range events {
+		if v == nil {
+			return nil, fmt.Errorf("%w: nil event", ErrInvalidMessage)
+		}
+		et := b.eventType(reg, reflectTypeOf(v))
+		if et.info.err != nil {
+			return nil, et.info.err
+		}
+		r := &recs[i]
+		r.value, r.info, r.meta.cause = v, et.info, cause
+	}
+	// Keys are computed once all events are known to be valid: DedupKey is
+	// the user's code.
+	for i := range recs {
+		recs[i].key, recs[i].keyed = dedupKey(recs[i].value)
+	}
+	return recs, nil
 }
 
 func dedupKey(v any) (string, bool) {
@@ -323,17 +434,6 @@ func dedupKey(v any) (string, bool) {
 		return d.DedupKey(), true
 	}
 	return "", false
-}
-
-func (b *Bus) eventInfo(v any) (*typeInfo, error) {
-	if v == nil {
-		return nil, fmt.Errorf("%w: nil event", ErrInvalidMessage)
-	}
-	ti := b.typeInfo(reflectTypeOf(v))
-	if ti.err != nil {
-		return nil, ti.err
-	}
-	return ti, nil
 }
 
 func invalidMessage(format string, args ...any) error {
@@ -346,15 +446,16 @@ func addHook(ctx context.Context, h hook, what string) error {
 		return fmt.Errorf("%w: %s with a nil context", ErrInvalidArgument, what)
 	}
 	f := frameFrom(ctx)
-	if f == nil || f.unit == nil {
+	if f == nil || !f.hasUnit() {
 		return fmt.Errorf("%w: %s outside a command or event handler", ErrNoUnitOfWork, what)
 	}
 	h.owner = f
-	u := f.unit
+	x := f.ext()
+	u := x.unit
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if !f.isOpen() {
-		return fmt.Errorf("%w: %s after the handler of %s %s returned", ErrNoUnitOfWork, what, f.msg.Kind, f.msg.Name)
+	if !f.isOpen(u) {
+		return fmt.Errorf("%w: %s after the handler of %s %s returned", ErrNoUnitOfWork, what, x.msg.Kind, x.msg.Name)
 	}
 	u.hooks = append(u.hooks, h)
 	return nil

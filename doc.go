@@ -1,0 +1,122 @@
+// Package mb is a typed, in-process message bus for the CQRS pattern:
+// commands with exactly one handler and a typed result, queries and
+// streaming queries, and events with any number of handlers, tied together
+// by a unit of work that dispatches events only after the work commits.
+//
+// The root package depends on the standard library only. Adapters for
+// databases and brokers live in their own modules (mbsql, mbpgx, mbredis,
+// ...); test helpers are in [github.com/mb-go/mb/mbtest].
+//
+// # Messages
+//
+// Messages are plain struct values. A message type may have these optional
+// methods:
+//
+//   - MessageName() string: its stable name, used in logs and, for
+//     anything that is stored or crosses a process, on the wire. Without
+//     it the Go type name is used in process.
+//   - DedupKey() string: events of one type with the same key are
+//     dispatched once per cascade (see below).
+//   - Validate() error: checked by the [Validate] middleware.
+//
+// # Commands
+//
+// A command changes state and has exactly one handler, registered with
+// [HandleCommand] (or [HandleCommandNoResult] when it returns nothing):
+//
+//	mb.HandleCommand(bus, func(ctx context.Context, cmd CreateUser) (User, error) { ... })
+//	user, err := mb.Send[User](ctx, bus, CreateUser{Username: "me"})
+//
+// [Send] runs the handler in a unit of work and returns its result; [Exec]
+// discards it. A second registration for the same command type panics with
+// an error wrapping [ErrDuplicateHandler], like [net/http.ServeMux] does;
+// the ...Safely variants return the error instead. Sending a command with
+// no handler returns an error wrapping [ErrNoHandler]; asking for a result
+// type the handler cannot produce returns [ErrResultType] without running
+// it.
+//
+// # Queries
+//
+// A query reads state: [HandleQuery] and [Query] work like commands but
+// without a unit of work, so a query handler cannot emit events ([Emit]
+// returns [ErrNoUnitOfWork]). [HandleStream] and [Stream] serve results as
+// an [iter.Seq2] of values and errors.
+//
+// # Events
+//
+// An event records that something happened. [Subscribe] registers a handler
+// for one event type; subscribing to an interface type receives every event
+// whose type implements it, and subscribing to any receives all events.
+// Handlers run in registration order, and a function subscribed twice runs
+// once. An event with no handler is fine.
+//
+// Inside a command or event handler, [Emit] records events in the current
+// unit of work; [Publish] dispatches events from outside any handler.
+//
+// # Unit of work
+//
+// [Send] from outside a handler opens a unit of work and puts it in the
+// handler's context. Its phases, in order:
+//
+//  1. the handler runs (through its middleware);
+//  2. prepare: hooks registered with [BeforeCommit] run, inside the
+//     transaction;
+//  3. commit: the transaction, if the bus has a [Transactor], commits;
+//  4. after commit: the events the unit recorded are dispatched, then the
+//     hooks registered with [AfterCommit] run.
+//
+// A failure or panic before the commit rolls everything back: the
+// transaction is rolled back, the events are discarded and Send returns the
+// original error (a panic becomes an error wrapping [ErrPanic]).
+//
+// A Send from inside a handler joins the unit of work of that handler. If
+// the inner handler fails, only what it recorded is discarded (and, with a
+// transaction that implements [Savepointer], its writes are rolled back to a
+// savepoint); the outer handler decides what to do with the error. All
+// events are dispatched once, after the outermost unit commits, in the order
+// they were first emitted.
+//
+// Events are dispatched first-in first-out. Each event handler runs in its
+// own unit of work (its own transaction), so the events it emits join the
+// end of the queue: cascades are breadth-first. A cascade deeper than
+// [Options.MaxCascadeDepth] stops there and is reported with
+// [ErrCascadeLimit]. Events with the same type and DedupKey are dispatched
+// once per cascade, at the position of the first.
+//
+// An event handler's error never undoes the committed command and never
+// fails Send: the other handlers still run and the error goes to
+// [Options.ErrorHandler] (by default logged with log/slog) as a
+// *[HandlerError]. Events that must not be lost go through a transactional
+// outbox, which retries.
+//
+// # Middleware
+//
+// [Middleware] has the shape of net/http middleware, func(next [Handler])
+// [Handler], and wraps every command, query, stream query and event handler
+// alike; the [Message] it receives tells the kind, name, handler and
+// identity of what is being handled. Bus-wide middleware comes from
+// [Options.Middleware] and [Bus.Use]; [WithMiddleware] adds middleware to
+// one handler. Built in: [Recover], [Timeout], [Retry] (with backoff and
+// jitter, for errors marked with [Retryable]), [Validate] and [Logging].
+//
+// # Metadata
+//
+// Every message has an id (a UUIDv7 made by [NewID] on first use), a
+// correlation id (the root of the business flow) and a causation id (the id
+// of the message whose handler sent or emitted it). Handlers read them with
+// [MetadataFrom]; [WithCorrelationID] seeds the correlation id from, say, an
+// incoming request.
+//
+// # Modules
+//
+// A package exposes its handlers as one [Module], a func(*Bus) error, and a
+// program installs it with [Bus.Install].
+//
+// # Concurrency
+//
+// A [Bus] is safe for concurrent use. Dispatch reads an immutable snapshot
+// of the registrations and takes no lock shared between goroutines, so
+// parallel sends scale with cores. Handlers of one event run one after
+// another unless [Options.EventConcurrency] allows more. There is no
+// package-level state: buses are independent.
+package mb
