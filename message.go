@@ -175,10 +175,23 @@ func newTypeInfo(t reflect.Type) *typeInfo {
 		ti.err = invalidMessage("%s is a %s; messages are struct values", t, t.Kind())
 		return ti
 	}
-	if n, ok := reflect.Zero(t).Interface().(interface{ MessageName() string }); ok {
-		if name := n.MessageName(); name != "" {
-			ti.name = name
-		}
+	if name := messageName(t); name != "" {
+		ti.name = name
 	}
 	return ti
+}
+
+// messageName calls the MessageName method of t's zero value, if t has one.
+// The name must not depend on the value; a method that panics on the zero
+// value leaves the Go type name in use.
+func messageName(t reflect.Type) (name string) {
+	defer func() {
+		if recover() != nil {
+			name = ""
+		}
+	}()
+	if n, ok := reflect.Zero(t).Interface().(interface{ MessageName() string }); ok {
+		return n.MessageName()
+	}
+	return ""
 }
