@@ -86,13 +86,16 @@ func (e *PanicError) Unwrap() []error {
 type HandlerError struct {
 	Kind      Kind   // the kind of message being handled (KindEvent)
 	Message   string // the message name
-	Handler   string // the handler name
+	Handler   string // the handler name; "" when no handler ran (cascade limit)
 	MessageID string // the id of the message
 	Err       error  // what went wrong
 }
 
 // Error describes the failure with the message and handler names.
 func (e *HandlerError) Error() string {
+	if e.Handler == "" {
+		return fmt.Sprintf("mb: %s %s: %v", e.Kind, e.Message, e.Err)
+	}
 	return fmt.Sprintf("mb: %s %s: handler %s: %v", e.Kind, e.Message, e.Handler, e.Err)
 }
 

@@ -1,0 +1,341 @@
+package mbtest
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/mb-go/mb"
+)
+
+// recorderHandler is the handler name of the catch-all event subscription
+// of every Recorder; the recorder's middleware lets it through unrecorded.
+const recorderHandler = "mbtest.Recorder"
+
+// Recorder records what happens on the buses it is attached to: every
+// handler invocation (commands, queries, stream queries and each event
+// handler, with what the handler returned), every dispatched event with its
+// metadata, and the errors reported to [Recorder.ErrorHandler].
+//
+// Get one with [NewBus] (a new bus with the recorder and error capture
+// wired) or [Record] (an existing bus). The zero value is ready to use: it
+// records errors passed to its ErrorHandler, and everything else once
+// [Recorder.Attach] has attached it to a bus.
+//
+// A Recorder is safe for concurrent use: handlers may run on many
+// goroutines while a test reads. The accessors return copies, in the order
+// things happened. A recorder stays attached for the life of the bus (mb
+// has no way to remove middleware or subscriptions); use [Recorder.Reset]
+// to start over.
+type Recorder struct {
+	mu       sync.Mutex
+	buses    map[*mb.Bus]struct{}
+	handled  []*Handling
+	events   []Event
+	errs     []error
+	errsRead int // errs[:errsRead] have been returned by Errors
+}
+
+// Handling is one invocation of a handler, recorded by a [Recorder].
+type Handling struct {
+	// Metadata is the identity of the message handled: its kind, name,
+	// id, correlation and causation ids, and the handler's name (the one
+	// given with mb.WithName, otherwise "pkg.Func").
+	mb.Metadata
+
+	// Body is the command, query or event the handler received.
+	Body any
+
+	// Result is what a command or query handler returned: nil when it
+	// failed, for event handlers and for stream queries, and struct{}{}
+	// for commands registered with mb.HandleCommandNoResult.
+	Result any
+
+	// Err is the error the handler returned; a panic is recorded as an
+	// *mb.PanicError (and still propagates to the bus).
+	Err error
+
+	// Committed reports, for command and event handlers, that the unit of
+	// work the handler ran in committed with the handler's work in it. It
+	// is false while the unit is open, when the handler failed, when the
+	// unit (or, for a nested Send, any enclosing one) rolled back or failed
+	// to commit, and for queries.
+	Committed bool
+}
+
+// Event is an event that a [Recorder] saw dispatched: published with
+// mb.Publish, or emitted by a handler whose unit of work committed.
+type Event struct {
+	// Metadata is the identity of the event: Kind is mb.KindEvent, Name
+	// its message name, ID, CorrelationID and CausationID as its handlers
+	// see them. Handler is "".
+	mb.Metadata
+
+	// Body is the event value.
+	Body any
+}
+
+// Record attaches a new [Recorder] to bus and returns it. Errors reported to
+// the bus's [mb.Options.ErrorHandler] are not captured unless the bus was
+// built with rec.ErrorHandler; [NewBus] does that for you.
+func Record(bus *mb.Bus) *Recorder {
+	r := &Recorder{}
+	r.Attach(bus)
+	return r
+}
+
+// Attach makes r record what happens on bus: it installs a middleware with
+// [mb.Bus.Use] that records every handler invocation, and a catch-all event
+// handler (mb.Subscribe[any]) that records every dispatched event. The
+// catch-all handler is not recorded as a handling.
+//
+// Attach before dispatching; it may be called before or after registering
+// handlers. Attaching r to the same bus again does nothing; one recorder
+// may record several buses. Attach panics if bus is nil.
+//
+// Like every event handler, the catch-all handler runs in a unit of work of
+// its own, so on a bus with a [mb.Transactor] each dispatched event begins
+// and commits one more transaction; and it runs inside the bus-wide
+// middleware, so middleware that rejects an event (mb.Validate, say) keeps
+// it from being recorded and reports an error for handler
+// "mbtest.Recorder" too. The recorder's middleware sits inside
+// the middleware given in [mb.Options.Middleware] and added with Use
+// before Attach, and outside per-handler middleware: a handler wrapped in
+// a bus-wide mb.Retry is recorded once per attempt.
+func (r *Recorder) Attach(bus *mb.Bus) {
+	if bus == nil {
+		panic("mbtest: Recorder.Attach with a nil *mb.Bus")
+	}
+	r.mu.Lock()
+	if _, ok := r.buses[bus]; ok {
+		r.mu.Unlock()
+		return
+	}
+	if r.buses == nil {
+		r.buses = map[*mb.Bus]struct{}{}
+	}
+	r.buses[bus] = struct{}{}
+	r.mu.Unlock()
+	bus.Use(r.middleware)
+	mb.Subscribe(bus, r.recordEvent, mb.WithName(recorderHandler))
+}
+
+func (r *Recorder) middleware(next mb.Handler) mb.Handler {
+	return mb.HandlerFunc(func(ctx context.Context, msg *mb.Message) (any, error) {
+		if msg.Kind == mb.KindEvent && msg.Handler == recorderHandler {
+			return next.Handle(ctx, msg)
+		}
+		h := &Handling{Metadata: msg.Metadata(), Body: msg.Body}
+		r.mu.Lock()
+		r.handled = append(r.handled, h)
+		r.mu.Unlock()
+		defer func() {
+			// Record a panic and let it go on to the bus, which turns it
+			// into the error the caller sees. (runtime.Goexit, as in
+			// t.FailNow, recovers nil and goes on too.)
+			if p := recover(); p != nil {
+				r.mu.Lock()
+				h.Err = &mb.PanicError{Value: p, Stack: debug.Stack()}
+				r.mu.Unlock()
+				panic(p)
+			}
+		}()
+		out, err := next.Handle(ctx, msg)
+		r.mu.Lock()
+		h.Err = err
+		if err == nil && (msg.Kind == mb.KindCommand || msg.Kind == mb.KindQuery) {
+			h.Result = out
+		}
+		r.mu.Unlock()
+		if err == nil && (msg.Kind == mb.KindCommand || msg.Kind == mb.KindEvent) {
+			// Runs only if the unit commits with this handler's work:
+			// discarded with the handler's events on rollback.
+			_ = mb.AfterCommit(ctx, func(context.Context) {
+				r.mu.Lock()
+				h.Committed = true
+				r.mu.Unlock()
+			})
+		}
+		return out, err
+	})
+}
+
+func (r *Recorder) recordEvent(ctx context.Context, event any) error {
+	md, _ := mb.MetadataFrom(ctx)
+	md.Handler = ""
+	r.mu.Lock()
+	r.events = append(r.events, Event{Metadata: md, Body: event})
+	r.mu.Unlock()
+	return nil
+}
+
+// ErrorHandler records err. Use the method value as the bus's error hook,
+// mb.Options{ErrorHandler: rec.ErrorHandler}, to capture what mb reports
+// there: failing or panicking event handlers (*mb.HandlerError), cascades
+// past the depth limit and panicking after-commit hooks. [NewBus] wires it.
+// It is safe to call from many goroutines at once.
+func (r *Recorder) ErrorHandler(ctx context.Context, err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+}
+
+// Errors returns the errors recorded by [Recorder.ErrorHandler], oldest
+// first, and marks them as read: the check that [NewBus] runs at the end of
+// the test only complains about errors that no one has read. Handler
+// failures are also in [Recorder.Handled].
+func (r *Recorder) Errors() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errsRead = len(r.errs)
+	return slices.Clone(r.errs)
+}
+
+// Handled returns every handler invocation recorded so far, in the order
+// the handlers were called: commands, queries, stream queries and each
+// event handler. An invocation whose handler is still running has no
+// result or error yet.
+func (r *Recorder) Handled() []Handling {
+	return r.handlings(0)
+}
+
+// Commands returns the invocations of command handlers, in the order they
+// were called: commands sent with mb.Send or mb.Exec that reached their
+// handler, failed ones included. A command without a handler never reaches
+// the recorder; its caller gets mb.ErrNoHandler.
+func (r *Recorder) Commands() []Handling {
+	return r.handlings(mb.KindCommand)
+}
+
+// Queries returns the invocations of query and stream query handlers, in
+// the order they were called; Kind tells them apart.
+func (r *Recorder) Queries() []Handling {
+	hs := r.handlings(0)
+	return slices.DeleteFunc(hs, func(h Handling) bool {
+		return h.Kind != mb.KindQuery && h.Kind != mb.KindStream
+	})
+}
+
+func (r *Recorder) handlings(kind mb.Kind) []Handling {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	hs := make([]Handling, 0, len(r.handled))
+	for _, h := range r.handled {
+		if kind == 0 || h.Kind == kind {
+			hs = append(hs, *h)
+		}
+	}
+	return hs
+}
+
+// Events returns the events dispatched so far, in dispatch order: after a
+// unit of work commits its events in first-emission order, de-duplicated,
+// then the events their handlers emitted (breadth first). Events emitted by
+// a handler that failed or whose unit rolled back are not dispatched and
+// not recorded.
+func (r *Recorder) Events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// Reset forgets everything recorded so far, errors included (they count as
+// read). The recorder stays attached.
+func (r *Recorder) Reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.handled, r.events, r.errs, r.errsRead = nil, nil, nil, 0
+}
+
+// unreadErrors returns the errors that Errors has not returned yet.
+func (r *Recorder) unreadErrors() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.errs[r.errsRead:])
+}
+
+// EventsOf returns the bodies of the dispatched events that are of type T,
+// in dispatch order. T may be an interface type: EventsOf[any] returns all.
+func EventsOf[T any](rec *Recorder) []T {
+	var out []T
+	for _, e := range rec.Events() {
+		if v, ok := e.Body.(T); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// CommandsOf returns the commands of type T that reached their handler, in
+// the order they were sent, failed ones included.
+func CommandsOf[T any](rec *Recorder) []T {
+	var out []T
+	for _, h := range rec.Commands() {
+		if v, ok := h.Body.(T); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// NewBus returns a new bus configured by at most one Options value, with a
+// [Recorder] attached and its [Recorder.ErrorHandler] wired as the bus's
+// error hook (after which an ErrorHandler given in opts is still called).
+//
+// When the test ends, NewBus fails it with t.Errorf if errors were reported
+// to the error hook that the test never read with [Recorder.Errors] (or
+// checked with [AssertNoErrors], or dropped with [Recorder.Reset]): a
+// failing event handler does not fail mb.Send, so without this check it
+// would go unnoticed. NewBus fails the test at once, with t.Fatalf, for
+// more than one Options value or options that mb.New rejects.
+func NewBus(t testing.TB, opts ...mb.Options) (*mb.Bus, *Recorder) {
+	t.Helper()
+	if len(opts) > 1 {
+		t.Fatalf("mbtest.NewBus: got %d mb.Options values, want at most one", len(opts))
+		return nil, nil
+	}
+	var o mb.Options
+	if len(opts) == 1 {
+		o = opts[0]
+	}
+	rec := &Recorder{}
+	if user := o.ErrorHandler; user != nil {
+		o.ErrorHandler = func(ctx context.Context, err error) {
+			rec.ErrorHandler(ctx, err)
+			user(ctx, err)
+		}
+	} else {
+		o.ErrorHandler = rec.ErrorHandler
+	}
+	bus, err := newBus(o)
+	if err != nil {
+		t.Fatalf("mbtest.NewBus: %v", err)
+		return nil, nil
+	}
+	rec.Attach(bus)
+	t.Cleanup(func() {
+		t.Helper()
+		if errs := rec.unreadErrors(); len(errs) > 0 {
+			t.Errorf("mbtest.NewBus: %d unexpected %s reported to the bus's ErrorHandler (read them with rec.Errors() when the test expects them):\n%s",
+				len(errs), plural(len(errs), "error", "errors"), formatErrors(errs))
+		}
+	})
+	return bus, rec
+}
+
+// newBus calls mb.New, turning its panic on invalid options into an error.
+func newBus(o mb.Options) (bus *mb.Bus, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if e, ok := p.(error); ok {
+				err = e
+			} else {
+				err = fmt.Errorf("%v", p)
+			}
+		}
+	}()
+	return mb.New(o), nil
+}
