@@ -228,7 +228,7 @@ func attempt(ctx context.Context, msg *Message, next Handler) (out any, err erro
 	if outer == nil || !outer.hasUnit() {
 		return next.Handle(ctx, msg)
 	}
-	f, ok, err := nest(ctx, outer, outer.e)
+	f, ok, err := nest(ctx, outer, nil)
 	if err != nil {
 		return nil, err
 	}

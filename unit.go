@@ -184,8 +184,9 @@ func (f *frame) begin() error {
 
 // nest opens a frame for handler e nested in outer's unit: the frame of a
 // Send from inside a handler, or of one try of the Retry middleware (e ==
-// outer.e). It sets a savepoint when the transaction supports them. It
-// reports false when outer's unit is no longer open.
+// nil: the same handler and message as outer). It sets a savepoint when the
+// transaction supports them. It reports false when outer's unit is no longer
+// open.
 func nest(ctx context.Context, outer *frame, e *entry) (*frame, bool, error) {
 	ox := outer.ext()
 	u := ox.unit
@@ -194,8 +195,8 @@ func nest(ctx context.Context, outer *frame, e *entry) (*frame, bool, error) {
 	f.Context, f.e = ctx, e
 	x := &nf.ext
 	x.unit, x.parent = u, outer
-	if e == outer.e {
-		f.rec = outer.rec
+	if e == nil {
+		f.e, f.rec = outer.e, outer.rec
 		x.msg = ox.msg
 	} else {
 		x.msg = Message{Kind: e.kind, Name: e.name, Handler: e.handler, meta: &x.meta}
@@ -476,7 +477,10 @@ func BeforeCommit(ctx context.Context, fn func(ctx context.Context) error) error
 }
 
 // AfterCommit registers fn to run after the unit of work of ctx has
-// committed and its events have been dispatched. It does not run if the unit
+// committed. For a command sent from outside any handler it runs after the
+// unit's events (and their cascade) have been dispatched; for an event
+// handler's unit it runs right after that unit commits, while the events the
+// handler emitted wait in the dispatch queue. It does not run if the unit
 // rolls back. fn runs with the context the unit was started with (no unit of
 // work), so a Send from fn starts a new one. A panic in fn is reported to the
 // bus's error handler. AfterCommit returns an error wrapping ErrNoUnitOfWork
