@@ -1,0 +1,147 @@
+// Package mbdriver defines the small interfaces that transport adapters
+// implement. Users do not call them directly: the portable layer in package
+// mb (publishing, the consumer runtime) does, and adds batching, retries,
+// decoding, middleware, dead-lettering and tracing once for every broker.
+//
+// A driver moves opaque messages: a body and string headers. It does not
+// know about Go types, codecs or handlers. Every driver runs the
+// conformance suite in package mbdrivertest with the [Capabilities] it
+// declares.
+package mbdriver
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrClosed is returned by a Publisher or Receiver used after Close.
+var ErrClosed = errors.New("mbdriver: closed")
+
+// Message is one message as a broker carries it.
+type Message struct {
+	// ID is the message id (the envelope's CloudEvents id). Drivers carry
+	// it unchanged; brokers that de-duplicate by id use it.
+	ID string
+	// Headers are the message's headers: the CloudEvents binary-mode
+	// attributes ("ce-id", "ce-type", ..., "content-type") and any others.
+	// Values may hold any bytes, including invalid UTF-8.
+	Headers map[string]string
+	// Body is the encoded payload.
+	Body []byte
+	// PartitionKey, if set, asks for ordering: messages with the same key
+	// are delivered in publish order to one consumer of a group at a time,
+	// where the driver declares OrderingPerKey.
+	PartitionKey string
+
+	// The fields below are set by a Receiver.
+
+	// Topic is the topic (stream, channel, subject, queue) the message was
+	// received from; with a pattern subscription, the concrete one.
+	Topic string
+	// Attempt is the delivery attempt, from 1, when the broker counts
+	// deliveries; 0 when it does not know.
+	Attempt int
+	// PublishedAt is when the broker accepted the message, if it says; zero
+	// otherwise.
+	PublishedAt time.Time
+	// AckID is the driver's handle for Ack and Nack. Opaque to callers.
+	AckID any
+}
+
+// Capabilities are the guarantees a driver declares. The conformance suite
+// tests exactly these; the portable layer relies on nothing else.
+type Capabilities struct {
+	// Persistent: a message published while no consumer is connected is
+	// kept and delivered when one subscribes with a group created before
+	// the publish; a consumer that stops before acking gets it again.
+	Persistent bool
+	// ConsumerGroups: subscribers of one group share the messages of a
+	// topic (competing consumers); different groups each get every message.
+	// Without it every subscriber gets every message.
+	ConsumerGroups bool
+	// Redelivery: a nacked message is delivered again.
+	Redelivery bool
+	// OrderingPerKey: messages with the same PartitionKey are delivered in
+	// publish order.
+	OrderingPerKey bool
+	// DelayedDelivery: Nack honours its delay natively.
+	DelayedDelivery bool
+	// DeadLetter: the broker moves messages to a dead-letter destination
+	// itself (the portable layer does it otherwise).
+	DeadLetter bool
+	// Patterns: Subscription.Pattern subscriptions are supported.
+	Patterns bool
+	// AtMostOnce: delivery is at most once (no acks); Ack and Nack do
+	// nothing.
+	AtMostOnce bool
+}
+
+// Publisher sends messages to topics.
+type Publisher interface {
+	// Publish sends msgs to topic as one batch where the broker allows
+	// (a pipeline, a transaction), in order. It returns when the broker has
+	// accepted all of them, or an error; on error some may have been
+	// accepted. Safe for concurrent use.
+	Publish(ctx context.Context, topic string, msgs []*Message) error
+	// Close releases the publisher's resources. Publish after Close
+	// returns ErrClosed.
+	Close() error
+}
+
+// Subscription says what a Receiver receives.
+type Subscription struct {
+	// Topic is the topic to receive from, or a pattern when Pattern is set
+	// (syntax per driver, e.g. "orders.*").
+	Topic string
+	// Pattern makes Topic a pattern; needs Capabilities.Patterns.
+	Pattern bool
+	// Group is the consumer group. Receivers of one group share messages
+	// (with Capabilities.ConsumerGroups). Required by drivers with groups.
+	Group string
+	// Consumer names this receiver within its group; unique per live
+	// receiver. Drivers that need one generate it when empty.
+	Consumer string
+}
+
+// Subscriber opens receivers.
+type Subscriber interface {
+	// Subscribe opens a receiver for sub. Creating the group (starting at
+	// messages published after it was first created) is part of it. Safe
+	// for concurrent use.
+	Subscribe(ctx context.Context, sub Subscription) (Receiver, error)
+}
+
+// Receiver receives the messages of one subscription. Receive is called
+// from one goroutine at a time; Ack and Nack may be called concurrently with
+// Receive and with each other.
+type Receiver interface {
+	// Receive blocks until at least one message is available, then returns
+	// up to max messages; or returns ctx's error when ctx is done, or
+	// ErrClosed after Close. A transient broker failure is returned as an
+	// error for which IsRetryable reports true; the caller retries.
+	Receive(ctx context.Context, max int) ([]*Message, error)
+	// Ack confirms msgs were handled; they are not delivered again.
+	Ack(ctx context.Context, msgs []*Message) error
+	// Nack returns msgs for redelivery, after delay where the driver
+	// supports DelayedDelivery (otherwise as soon as the broker does).
+	Nack(ctx context.Context, msgs []*Message, delay time.Duration) error
+	// Close stops receiving. Unacked messages are redelivered later by
+	// persistent drivers. Close is idempotent.
+	Close() error
+}
+
+// Driver is a transport: a publisher and a subscriber over one broker
+// connection, with its declared capabilities.
+type Driver interface {
+	Publisher
+	Subscriber
+	// Capabilities returns what the driver guarantees.
+	Capabilities() Capabilities
+	// IsRetryable reports whether err, returned by this driver, is
+	// transient (a lost connection, a timeout, a failover).
+	IsRetryable(err error) bool
+	// As sets i to the driver's native client if i is a pointer to its
+	// type, and reports whether it did.
+	As(i any) bool
+}
