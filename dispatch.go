@@ -72,35 +72,68 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, firstRecs []ev
 			}
 			continue
 		}
-		emitted := make([][]*eventRecord, len(hs))
-		sem := make(chan struct{}, b.opts.EventConcurrency)
-		var wg sync.WaitGroup
-		for j, h := range hs {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				emitted[j] = b.handleEvent(ctx, &frames[j], h, rec)
-			}()
-		}
-		wg.Wait()
-		for _, evs := range emitted {
+		emitted, errs := b.runConcurrently(ctx, frames, hs, rec, nil)
+		for j, evs := range emitted {
+			if errs[j] != nil {
+				b.report(ctx, errs[j])
+			}
 			queue = append(queue, evs...)
 		}
 	}
 }
 
+// runConcurrently runs the handlers hs of rec, at most EventConcurrency at
+// once, and returns what each emitted and its error, in handler order.
+func (b *Bus) runConcurrently(ctx context.Context, frames []frame, hs []*entry, rec *eventRecord, guard guardFunc) ([][]*eventRecord, []error) {
+	emitted := make([][]*eventRecord, len(hs))
+	errs := make([]error, len(hs))
+	sem := make(chan struct{}, b.opts.EventConcurrency)
+	var wg sync.WaitGroup
+	for j, h := range hs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			emitted[j], errs[j] = b.runEvent(ctx, &frames[j], h, rec, guard)
+		}()
+	}
+	wg.Wait()
+	return emitted, errs
+}
+
 // handleEvent runs one event handler in its own unit of work and returns the
 // events it emitted, or reports its failure and returns none.
 func (b *Bus) handleEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord) []*eventRecord {
+	evs, err := b.runEvent(ctx, f, h, rec, nil)
+	if err != nil {
+		b.report(ctx, err)
+	}
+	return evs
+}
+
+// guardFunc runs inside an event handler's unit of work, before the handler
+// and its middleware, with the handler's context. It reports false to skip
+// the handler (the unit then commits, counting as a success).
+type guardFunc func(ctx context.Context, handler string) (bool, error)
+
+// runEvent runs one event handler in its own unit of work and returns the
+// events it emitted, or its failure as a *HandlerError. guard, if not nil,
+// may skip the handler.
+func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord, guard guardFunc) ([]*eventRecord, error) {
 	f.Context, f.e, f.rec = ctx, h, rec
 	err := f.begin()
 	if err == nil {
-		if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
-			err = callErr(f, fn, rec.value)
-		} else {
-			_, err = callChain(f, rec.value)
+		run := true
+		if guard != nil {
+			run, err = callGuard(f, guard, h.handler)
+		}
+		if err == nil && run {
+			if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
+				err = callErr(f, fn, rec.value)
+			} else {
+				_, err = callChain(f, rec.value)
+			}
 		}
 		var evs []*eventRecord
 		var hooks []hook
@@ -108,12 +141,77 @@ func (b *Bus) handleEvent(ctx context.Context, f *frame, h *entry, rec *eventRec
 			if len(hooks) > 0 {
 				b.runAfter(ctx, hooks)
 			}
-			return evs
+			return evs, nil
 		}
 	}
-	b.report(ctx, &HandlerError{
+	return nil, &HandlerError{
 		Kind: KindEvent, Message: rec.info.name, Handler: h.handler,
 		MessageID: rec.meta.ID(), Err: err,
-	})
-	return nil
+	}
+}
+
+func callGuard(ctx context.Context, g guardFunc, handler string) (ok bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			ok, err = false, newPanicError(p)
+		}
+	}()
+	return g(ctx, handler)
+}
+
+// incoming is the identity of an event that arrived from a transport.
+type incoming struct {
+	id, correlation, causation string
+}
+
+// dispatchIncoming dispatches an event that arrived from another process to
+// its handlers, each in its own unit of work and through the middleware, as
+// [Publish] does, but with the identity it arrived with: handlers see in.id
+// as the message id, and the events they emit have it as their causation
+// id. guard, if not nil, runs in each handler's unit before the handler and
+// may skip it (the inbox). Events the handlers emit are dispatched (and
+// their handlers' errors reported) before dispatchIncoming returns. It
+// returns the number of handlers and the errors of those that failed, each
+// a *HandlerError, instead of reporting them.
+func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard guardFunc) (int, []error) {
+	if v == nil {
+		return 0, []error{fmt.Errorf("%w: nil event", ErrInvalidMessage)}
+	}
+	reg := b.reg.Load()
+	et := b.eventType(reg, reflectTypeOf(v))
+	if et.info.err != nil {
+		return 0, []error{et.info.err}
+	}
+	hs := et.handlers
+	if len(hs) == 0 {
+		return 0, nil
+	}
+	rec := &eventRecord{value: v, info: et.info}
+	rec.meta.id, rec.meta.corr, rec.meta.causeID = in.id, in.correlation, in.causation
+	frames := make([]frame, len(hs))
+	var emitted [][]*eventRecord
+	var errs []error
+	if b.opts.EventConcurrency <= 1 || len(hs) == 1 {
+		emitted = make([][]*eventRecord, len(hs))
+		errs = make([]error, len(hs))
+		for j, h := range hs {
+			emitted[j], errs[j] = b.runEvent(ctx, &frames[j], h, rec, guard)
+		}
+	} else {
+		emitted, errs = b.runConcurrently(ctx, frames, hs, rec, guard)
+	}
+	var queue []*eventRecord
+	for _, evs := range emitted {
+		queue = append(queue, evs...)
+	}
+	if len(queue) > 0 {
+		b.dispatch(ctx, queue, nil)
+	}
+	var failed []error
+	for _, err := range errs {
+		if err != nil {
+			failed = append(failed, err)
+		}
+	}
+	return len(hs), failed
 }

@@ -148,9 +148,10 @@ type unit struct {
 }
 
 type hook struct {
-	owner  *frame
-	before func(ctx context.Context) error
-	after  func(ctx context.Context)
+	owner    *frame
+	before   func(ctx context.Context) error
+	after    func(ctx context.Context)
+	rollback func(ctx context.Context) // AfterRollback
 }
 
 // eventRecord is one emitted event on its way to its handlers.
@@ -236,18 +237,20 @@ func (f *frame) finishNested(err error) error {
 			err = fmt.Errorf("mb: release savepoint: %w", rerr)
 		}
 	}
+	var undone []hook
 	u.mu.Lock()
 	f.state.Store(frameDone)
 	if err != nil {
-		u.discard(f)
+		undone = u.discard(f)
 	}
 	u.mu.Unlock()
+	f.bus().runRollback(f.Context, undone)
 	return err
 }
 
 // discard drops the events and hooks recorded by f and the frames nested in
-// it. Call with u.mu held.
-func (u *unit) discard(f *frame) {
+// it, and returns the dropped hooks. Call with u.mu held.
+func (u *unit) discard(f *frame) []hook {
 	evs := u.events[:0]
 	for _, e := range u.events {
 		if !within(e.owner, f) {
@@ -257,13 +260,17 @@ func (u *unit) discard(f *frame) {
 	clear(u.events[len(evs):])
 	u.events = evs
 	hooks := u.hooks[:0]
+	var dropped []hook
 	for _, h := range u.hooks {
 		if !within(h.owner, f) {
 			hooks = append(hooks, h)
+		} else if h.rollback != nil {
+			dropped = append(dropped, h)
 		}
 	}
 	clear(u.hooks[len(hooks):])
 	u.hooks = hooks
+	return dropped
 }
 
 // close ends the unit: nothing more can be recorded. It returns what was.
@@ -335,17 +342,19 @@ func (f *frame) endUnit(err error) ([]*eventRecord, []hook, error) {
 	f.state.Store(frameDone)
 	u.mu.Unlock()
 	if err != nil {
-		u.close()
+		_, hooks := u.close()
 		if u.tx != nil {
 			if rerr := u.tx.Rollback(ctx); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("mb: rollback: %w", rerr))
 			}
 		}
+		f.bus().runRollback(ctx, hooks)
 		return nil, nil, err
 	}
 	if u.tx != nil {
 		if cerr := u.tx.Commit(ctx); cerr != nil {
-			u.close()
+			_, hooks := u.close()
+			f.bus().runRollback(ctx, hooks)
 			return nil, nil, fmt.Errorf("mb: commit: %w", cerr)
 		}
 	}
@@ -382,6 +391,25 @@ func (b *Bus) runAfter(ctx context.Context, hooks []hook) {
 				}
 			}()
 			h.after(ctx)
+		}()
+	}
+}
+
+// runRollback runs the after-rollback hooks among hooks, last registered
+// first, reporting panics to the error handler.
+func (b *Bus) runRollback(ctx context.Context, hooks []hook) {
+	for i := len(hooks) - 1; i >= 0; i-- {
+		h := hooks[i]
+		if h.rollback == nil {
+			continue
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					b.report(ctx, fmt.Errorf("mb: after-rollback hook: %w", newPanicError(p)))
+				}
+			}()
+			h.rollback(ctx)
 		}()
 	}
 }
@@ -490,4 +518,24 @@ func AfterCommit(ctx context.Context, fn func(ctx context.Context)) error {
 		return fmt.Errorf("%w: AfterCommit with a nil func", ErrInvalidArgument)
 	}
 	return addHook(ctx, hook{after: fn}, "AfterCommit")
+}
+
+// AfterRollback registers fn to run when the work of the handler of ctx is
+// undone: when its unit of work rolls back (the handler, a before-commit
+// hook or the commit failed), or, for a nested scope (a [Send] from inside a
+// handler, one try of the [Retry] middleware), when that scope fails and is
+// discarded. It does not run if the unit commits. Hooks run last registered
+// first, after the transaction (or savepoint) has been rolled back, with the
+// context the unit or scope was started with. A panic in fn is reported to
+// the bus's error handler.
+//
+// AfterRollback is the counterpart of [AfterCommit] for resources that live
+// outside the transaction, such as an in-memory [Inbox] claim that must be
+// released when the handler's effects are undone. AfterRollback returns an
+// error wrapping ErrNoUnitOfWork outside a unit of work.
+func AfterRollback(ctx context.Context, fn func(ctx context.Context)) error {
+	if fn == nil {
+		return fmt.Errorf("%w: AfterRollback with a nil func", ErrInvalidArgument)
+	}
+	return addHook(ctx, hook{rollback: fn}, "AfterRollback")
 }

@@ -25,7 +25,9 @@ type Message struct {
 	ID string
 	// Headers are the message's headers: the CloudEvents binary-mode
 	// attributes ("ce-id", "ce-type", ..., "content-type") and any others.
-	// Values may hold any bytes, including invalid UTF-8.
+	// Values may hold any bytes, including invalid UTF-8. A Receiver
+	// returns exactly the headers that were published: a driver strips any
+	// bookkeeping fields of its own.
 	Headers map[string]string
 	// Body is the encoded payload.
 	Body []byte
@@ -70,7 +72,10 @@ type Capabilities struct {
 	// DeadLetter: the broker moves messages to a dead-letter destination
 	// itself (the portable layer does it otherwise).
 	DeadLetter bool
-	// Patterns: Subscription.Pattern subscriptions are supported.
+	// Patterns: Subscription.Pattern subscriptions are supported. In a
+	// pattern, "*" matches at least one dot-separated segment ("orders.*"
+	// matches "orders.created"); drivers whose brokers match more widely
+	// (Redis globs match across dots) document it.
 	Patterns bool
 	// AtMostOnce: delivery is at most once (no acks); Ack and Nack do
 	// nothing.
@@ -82,10 +87,11 @@ type Publisher interface {
 	// Publish sends msgs to topic as one batch where the broker allows
 	// (a pipeline, a transaction), in order. It returns when the broker has
 	// accepted all of them, or an error; on error some may have been
-	// accepted. Safe for concurrent use.
+	// accepted. It neither keeps nor modifies msgs. Safe for concurrent use.
 	Publish(ctx context.Context, topic string, msgs []*Message) error
-	// Close releases the publisher's resources. Publish after Close
-	// returns ErrClosed.
+	// Close releases the publisher's resources and, for a Driver, closes
+	// the receivers it opened. Publish, Subscribe, Receive, Ack and Nack
+	// after Close return ErrClosed. Close is idempotent.
 	Close() error
 }
 
@@ -117,17 +123,24 @@ type Subscriber interface {
 // Receive and with each other.
 type Receiver interface {
 	// Receive blocks until at least one message is available, then returns
-	// up to max messages; or returns ctx's error when ctx is done, or
-	// ErrClosed after Close. A transient broker failure is returned as an
-	// error for which IsRetryable reports true; the caller retries.
+	// up to max (> 0) messages; or returns ctx's error when ctx is done, or
+	// ErrClosed after Close — including a Close that happens while it is
+	// blocked. A transient broker failure is returned as an error for
+	// which IsRetryable reports true; the caller retries. Received messages
+	// have PartitionKey set when the broker carries it.
 	Receive(ctx context.Context, max int) ([]*Message, error)
-	// Ack confirms msgs were handled; they are not delivered again.
+	// Ack confirms msgs were handled; they are not delivered again. An ack
+	// that comes after the broker already redelivered a message (its
+	// visibility or claim timeout passed) is best effort: it returns nil or
+	// an error, and the message may be handled twice — which is what an
+	// inbox is for.
 	Ack(ctx context.Context, msgs []*Message) error
 	// Nack returns msgs for redelivery, after delay where the driver
 	// supports DelayedDelivery (otherwise as soon as the broker does).
 	Nack(ctx context.Context, msgs []*Message, delay time.Duration) error
-	// Close stops receiving. Unacked messages are redelivered later by
-	// persistent drivers. Close is idempotent.
+	// Close stops receiving and wakes a blocked Receive. Unacked messages
+	// are redelivered later by persistent drivers; ack before closing.
+	// Close is idempotent.
 	Close() error
 }
 
@@ -139,7 +152,8 @@ type Driver interface {
 	// Capabilities returns what the driver guarantees.
 	Capabilities() Capabilities
 	// IsRetryable reports whether err, returned by this driver, is
-	// transient (a lost connection, a timeout, a failover).
+	// transient (a lost connection, a timeout, a failover). It reports
+	// false for nil, ErrClosed and context errors.
 	IsRetryable(err error) bool
 	// As sets i to the driver's native client if i is a pointer to its
 	// type, and reports whether it did.

@@ -1,0 +1,673 @@
+package mb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mb-go/mb/mbdriver"
+)
+
+// Defaults of [ConsumerOptions].
+const (
+	DefaultMaxAttempts  = 5
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultMinBackoff   = 200 * time.Millisecond
+	DefaultMaxBackoff   = 30 * time.Second
+)
+
+// Headers the [Consumer] adds to a message it moves to the dead-letter
+// topic. Times are RFC 3339 with nanoseconds, in UTC.
+const (
+	HeaderError        = "mb-error"         // the last error (truncated to 8 KiB)
+	HeaderAttempts     = "mb-attempts"      // how many times it was handled
+	HeaderFirstFailure = "mb-first-failure" // when it first failed, as far as this process knows
+	HeaderLastFailure  = "mb-last-failure"  // when it last failed
+	HeaderTopic        = "mb-topic"         // the topic it was received from
+	HeaderGroup        = "mb-group"         // the consumer group that gave up on it
+)
+
+// Backoff is an exponential backoff with jitter: the wait after the n-th
+// failure is Min·2^(n-1), capped at Max, of which a uniformly random point
+// in the upper half is taken ("equal jitter").
+type Backoff struct {
+	Min time.Duration
+	Max time.Duration
+}
+
+// Delay returns the wait after the n-th failure (n >= 1).
+func (b Backoff) Delay(n int) time.Duration {
+	d := b.Min
+	for i := 1; i < n && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	if d <= 0 {
+		return 0
+	}
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(d-half)+1))
+}
+
+// ConsumerOptions configure a [Consumer]. Fields marked required must be
+// set; zero values of the others take the defaults.
+type ConsumerOptions struct {
+	// Topic is the topic to consume (a pattern when Pattern is set).
+	// Topics adds more; at least one topic is required, and each gets its
+	// own subscription with the same Group.
+	Topic  string
+	Topics []string
+	// Pattern makes the topics patterns; the driver must declare
+	// Capabilities.Patterns.
+	Pattern bool
+	// Group is the consumer group. Required when the driver declares
+	// Capabilities.ConsumerGroups. It is also the group of [InboxKey].
+	Group string
+	// Consumer names this consumer within its group; drivers that need
+	// one generate it when empty.
+	Consumer string
+	// Codec decodes payloads. Nil means [JSONCodec].
+	Codec Codec
+	// Concurrency is how many messages are handled at once. Zero means
+	// runtime.GOMAXPROCS(0). Messages with the same partition key are
+	// always handled by the same worker, in the order received; messages
+	// without one go to any free worker, so with Concurrency above one
+	// they may be handled out of order. Use 1 for strict order.
+	Concurrency int
+	// BatchSize is the most messages asked of the driver per Receive.
+	// Zero means max(Concurrency, 10).
+	BatchSize int
+	// MaxAttempts is how many times a message is handled before it is
+	// dead-lettered. Zero means DefaultMaxAttempts (5).
+	MaxAttempts int
+	// Backoff is the wait before a failed message is handled again, and
+	// between retries of a failing Receive. Zero fields mean
+	// DefaultMinBackoff and DefaultMaxBackoff.
+	Backoff Backoff
+	// DeadLetter receives the messages that cannot be handled: at once
+	// those that cannot be decoded (invalid envelope, unregistered name,
+	// corrupt or oversized payload), and those whose handlers still fail
+	// after MaxAttempts. They are published unchanged (same id, headers
+	// and body) with the mb-* headers added (HeaderError and the others),
+	// then acknowledged.
+	//
+	// Without a DeadLetter publisher such a message is logged at error
+	// level and nacked with the maximum backoff, so it comes back and
+	// fails again: it is never silently dropped (on a driver without
+	// redelivery, that log line is all that is left of it).
+	DeadLetter mbdriver.Publisher
+	// DeadLetterTopic maps the topic a message came from to its
+	// dead-letter topic. Nil means topic + ".dlq".
+	DeadLetterTopic func(topic string) string
+	// Inbox, if set, is consulted inside each handler's unit of work so
+	// that a message delivered again has no second effect; see [Inbox].
+	Inbox Inbox
+	// DrainTimeout bounds the graceful drain when Run's context is
+	// cancelled. Zero means DefaultDrainTimeout (30s).
+	DrainTimeout time.Duration
+	// IsRetryable reports whether a Receive error is transient. Nil means
+	// the subscriber's IsRetryable method when it has one (every
+	// [mbdriver.Driver] does), otherwise [IsRetryable].
+	IsRetryable func(error) bool
+	// ErrorHandler receives what goes wrong without stopping Run: failed
+	// handlings (wrapping each handler's *[HandlerError]), dead-lettered
+	// messages, failed acks, retried receive errors. It may be called
+	// from several goroutines at once. The default logs with Logger at
+	// error level.
+	ErrorHandler func(ctx context.Context, err error)
+	// Logger is used by the default ErrorHandler and for the loud log of
+	// a message that should be dead-lettered but has nowhere to go. Nil
+	// means slog.Default().
+	Logger *slog.Logger
+}
+
+// Consumer receives messages from a transport and dispatches them to the
+// event handlers of a [Bus]: the portable half of cross-process delivery.
+//
+// Each message is decoded with the [Registry] into its registered Go type
+// and dispatched like an event published in process: each handler in its
+// own unit of work, through the bus middleware. Its identity is kept:
+// [MetadataFrom] in a handler returns the envelope's id, correlation and
+// causation ids, and events the handler emits or publishes get the
+// envelope's id as causation id. A message is acknowledged once all its
+// handlers succeeded (or were skipped by the Inbox), retried with backoff
+// when some failed, and dead-lettered after MaxAttempts.
+//
+// Retries use the broker when the driver declares Redelivery (Nack with
+// the backoff delay; the attempt is the broker's count, msg.Attempt, or
+// counted in memory per message id when the broker does not count), and
+// happen in process otherwise. Without an Inbox, a retry runs every
+// handler of the message again, including those that succeeded before.
+//
+// Create one with [NewConsumer] and call Run once. Its methods are safe
+// for concurrent use.
+type Consumer struct {
+	bus       *Bus
+	sub       mbdriver.Subscriber
+	reg       *Registry
+	o         ConsumerOptions
+	topics    []string
+	caps      mbdriver.Capabilities
+	retryable func(error) bool
+	onError   func(ctx context.Context, err error)
+	started   atomic.Bool
+
+	mu       sync.Mutex
+	failures map[string]*failState // by message id
+}
+
+type failState struct {
+	count       int
+	first, last time.Time
+}
+
+// maxTracked bounds the per-message failure records kept in memory.
+const maxTracked = 10000
+
+// NewConsumer returns a Consumer that receives through sub, decodes with
+// reg and dispatches to bus. It returns all problems with its arguments
+// joined with errors.Join, each naming the field and the fix: nil
+// arguments, no topic, an empty or repeated topic, a missing Group for a
+// driver with consumer groups, a pattern for a driver without patterns,
+// and negative sizes, attempts or durations. When sub has a
+// Capabilities() method (every [mbdriver.Driver] does), the consumer relies
+// on what it declares; otherwise it assumes none (no redelivery: retries
+// happen in process).
+func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *ConsumerOptions) (*Consumer, error) {
+	var o ConsumerOptions
+	if opts != nil {
+		o = *opts
+		o.Topics = append([]string(nil), opts.Topics...)
+	}
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("mb: "+format, args...))
+	}
+	if bus == nil {
+		bad("NewConsumer: the bus is nil; create one with New")
+	}
+	if sub == nil {
+		bad("NewConsumer: the subscriber is nil; pass an mbdriver.Subscriber")
+	}
+	if reg == nil {
+		bad("NewConsumer: the registry is nil; create one with NewRegistry and register the consumed messages")
+	}
+	var caps mbdriver.Capabilities
+	if cp, ok := sub.(interface{ Capabilities() mbdriver.Capabilities }); ok {
+		caps = cp.Capabilities()
+	}
+	var topics []string
+	if o.Topic != "" {
+		topics = append(topics, o.Topic)
+	}
+	for i, t := range o.Topics {
+		if t == "" {
+			bad("ConsumerOptions.Topics[%d] is empty; remove it", i)
+			continue
+		}
+		topics = append(topics, t)
+	}
+	if len(topics) == 0 {
+		bad("ConsumerOptions.Topic is empty; set Topic (or Topics) to the topic to consume")
+	}
+	seen := map[string]bool{}
+	for _, t := range topics {
+		if seen[t] {
+			bad("ConsumerOptions.Topics: topic %q is given twice; list each topic once", t)
+		}
+		seen[t] = true
+	}
+	if o.Group == "" && caps.ConsumerGroups {
+		bad("ConsumerOptions.Group is empty; this driver has consumer groups: name the group of this service, e.g. \"billing\"")
+	}
+	if o.Pattern && sub != nil && !caps.Patterns {
+		bad("ConsumerOptions.Pattern is set, but the driver does not declare Capabilities.Patterns; subscribe to each topic instead")
+	}
+	if o.Concurrency < 0 {
+		bad("ConsumerOptions.Concurrency is %d; use 0 for the default (GOMAXPROCS) or a positive count", o.Concurrency)
+	}
+	if o.BatchSize < 0 {
+		bad("ConsumerOptions.BatchSize is %d; use 0 for the default or a positive size", o.BatchSize)
+	}
+	if o.MaxAttempts < 0 {
+		bad("ConsumerOptions.MaxAttempts is %d; use 0 for the default (%d) or a positive count", o.MaxAttempts, DefaultMaxAttempts)
+	}
+	if o.Backoff.Min < 0 || o.Backoff.Max < 0 {
+		bad("ConsumerOptions.Backoff is {Min: %v, Max: %v}; durations must not be negative", o.Backoff.Min, o.Backoff.Max)
+	}
+	if o.DrainTimeout < 0 {
+		bad("ConsumerOptions.DrainTimeout is %v; use 0 for the default (%v) or a positive duration", o.DrainTimeout, DefaultDrainTimeout)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if o.Codec == nil {
+		o.Codec = JSONCodec{}
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = max(o.Concurrency, 10)
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.Backoff.Min == 0 {
+		o.Backoff.Min = DefaultMinBackoff
+	}
+	if o.Backoff.Max == 0 {
+		o.Backoff.Max = max(DefaultMaxBackoff, o.Backoff.Min)
+	}
+	if o.Backoff.Max < o.Backoff.Min {
+		o.Backoff.Max = o.Backoff.Min
+	}
+	if o.DeadLetterTopic == nil {
+		o.DeadLetterTopic = func(topic string) string { return topic + ".dlq" }
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	c := &Consumer{
+		bus: bus, sub: sub, reg: reg, o: o, topics: topics, caps: caps,
+		retryable: o.IsRetryable, onError: o.ErrorHandler,
+		failures: map[string]*failState{},
+	}
+	if c.retryable == nil {
+		if r, ok := sub.(interface{ IsRetryable(error) bool }); ok {
+			c.retryable = r.IsRetryable
+		} else {
+			c.retryable = IsRetryable
+		}
+	}
+	if c.onError == nil {
+		logger := o.Logger
+		c.onError = func(ctx context.Context, err error) {
+			logger.ErrorContext(ctx, "mb: consumer error", "error", err)
+		}
+	}
+	return c, nil
+}
+
+func (c *Consumer) report(ctx context.Context, err error) {
+	defer func() { _ = recover() }()
+	c.onError(ctx, err)
+}
+
+// delivery is one received message on its way through the consumer.
+type delivery struct {
+	msg   *mbdriver.Message
+	rcv   mbdriver.Receiver
+	topic string // the subscription's topic, for messages without Topic
+}
+
+func (d *delivery) sourceTopic() string {
+	if d.msg.Topic != "" {
+		return d.msg.Topic
+	}
+	return d.topic
+}
+
+// partitionKey returns the message's partition key: the driver's, or the
+// envelope's "ce-partitionkey" header.
+func partitionKey(m *mbdriver.Message) string {
+	if m.PartitionKey != "" {
+		return m.PartitionKey
+	}
+	if k, ok := m.Headers[headerPrefix+attrPartitionKey]; ok {
+		return k
+	}
+	for k, v := range m.Headers {
+		if strings.EqualFold(k, headerPrefix+attrPartitionKey) {
+			return v
+		}
+	}
+	return ""
+}
+
+// Run subscribes to the topics and handles messages until ctx is done or
+// receiving fails for good. It may be called once per Consumer.
+//
+// Receive errors the driver reports as retryable are retried with backoff;
+// any other stops Run, which drains and returns it. When ctx is done, Run
+// drains gracefully: it stops receiving, lets the messages already received
+// finish (retries included) within DrainTimeout, acknowledges those that
+// succeeded, closes the receivers and returns nil. Messages received but
+// not yet handed to a worker are nacked at once. If the drain times out,
+// the handlers' context is cancelled, the unfinished messages are nacked
+// (returned for redelivery on drivers that redeliver) and Run returns an
+// error saying how many were abandoned. Handlers must honour their context
+// for the drain to end: Run waits for them.
+//
+// Handlers run with a context that carries ctx's values but is not
+// cancelled with it, only when the drain times out.
+func (c *Consumer) Run(ctx context.Context) error {
+	if c == nil {
+		return fmt.Errorf("%w: Run on a nil *Consumer; create one with NewConsumer", ErrInvalidArgument)
+	}
+	if ctx == nil {
+		return fmt.Errorf("%w: Run with a nil context", ErrInvalidArgument)
+	}
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("mb: Consumer.Run called twice; create a Consumer per Run")
+	}
+	var rcvs []mbdriver.Receiver
+	closeAll := func() error {
+		var errs []error
+		for _, r := range rcvs {
+			if err := r.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("mb: consumer: close receiver: %w", err))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	for _, t := range c.topics {
+		r, err := c.sub.Subscribe(ctx, mbdriver.Subscription{Topic: t, Pattern: c.o.Pattern, Group: c.o.Group, Consumer: c.o.Consumer})
+		if err != nil {
+			return errors.Join(fmt.Errorf("mb: consumer: subscribe to %q (group %q): %w", t, c.o.Group, err), closeAll())
+		}
+		rcvs = append(rcvs, r)
+	}
+
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	n := c.o.Concurrency
+	keyed := make([]chan *delivery, n)
+	free := make(chan *delivery)
+	var abandoned atomic.Int64
+	var workers sync.WaitGroup
+	for i := range keyed {
+		keyed[i] = make(chan *delivery, 1)
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			c.work(workCtx, keyed[i], free, &abandoned)
+		}()
+	}
+
+	recvCtx, stopRecv := context.WithCancel(ctx)
+	defer stopRecv()
+	var fatalMu sync.Mutex
+	var fatal []error
+	var receivers sync.WaitGroup
+	for i, r := range rcvs {
+		receivers.Add(1)
+		go func() {
+			defer receivers.Done()
+			if err := c.receive(recvCtx, r, c.topics[i], keyed, free); err != nil {
+				fatalMu.Lock()
+				fatal = append(fatal, err)
+				fatalMu.Unlock()
+				stopRecv()
+			}
+		}()
+	}
+	receivers.Wait()
+	for _, ch := range keyed {
+		close(ch)
+	}
+	close(free)
+
+	done := make(chan struct{})
+	go func() {
+		workers.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(c.o.DrainTimeout)
+	timedOut := false
+	select {
+	case <-done:
+	case <-timer.C:
+		timedOut = true
+		cancelWork()
+		<-done
+	}
+	timer.Stop()
+	errs := append(fatal, closeAll())
+	if k := abandoned.Load(); k > 0 || timedOut {
+		errs = append(errs, fmt.Errorf("mb: consumer: drain timed out after %v: %d message(s) abandoned unfinished and nacked for redelivery", c.o.DrainTimeout, k))
+	}
+	return errors.Join(errs...)
+}
+
+// receive runs the receive loop of one receiver until ctx is done (nil) or
+// a non-retryable error (returned).
+func (c *Consumer) receive(ctx context.Context, r mbdriver.Receiver, topic string, keyed []chan *delivery, free chan *delivery) error {
+	failures := 0
+	for {
+		msgs, err := r.Receive(ctx, c.o.BatchSize)
+		if ctx.Err() != nil {
+			// Stopping: give back anything received at the last moment.
+			c.nack(ctx, r, msgs, 0)
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, mbdriver.ErrClosed) || !c.retryable(err) {
+				return fmt.Errorf("mb: consumer: receive from %q: %w", topic, err)
+			}
+			failures++
+			c.report(ctx, fmt.Errorf("mb: consumer: receive from %q failed (will retry): %w", topic, err))
+			if sleepCtx(ctx, c.o.Backoff.Delay(failures)) != nil {
+				return nil
+			}
+			continue
+		}
+		failures = 0
+		for i, m := range msgs {
+			if m == nil {
+				continue
+			}
+			d := &delivery{msg: m, rcv: r, topic: topic}
+			ch := free
+			if k := partitionKey(m); k != "" {
+				h := fnv.New32a()
+				h.Write([]byte(k))
+				ch = keyed[h.Sum32()%uint32(len(keyed))]
+			}
+			select {
+			case ch <- d:
+			case <-ctx.Done():
+				c.nack(ctx, r, msgs[i:], 0)
+				return nil
+			}
+		}
+	}
+}
+
+// work is one worker: it handles the messages of its own channel (one
+// partition of the keys) and of the shared one until both are closed.
+func (c *Consumer) work(ctx context.Context, own, free chan *delivery, abandoned *atomic.Int64) {
+	for own != nil || free != nil {
+		var d *delivery
+		var ok bool
+		select {
+		case d, ok = <-own:
+			if !ok {
+				own = nil
+				continue
+			}
+		case d, ok = <-free:
+			if !ok {
+				free = nil
+				continue
+			}
+		}
+		if ctx.Err() != nil {
+			// The drain timed out: return the rest unhandled.
+			abandoned.Add(1)
+			c.nack(ctx, d.rcv, []*mbdriver.Message{d.msg}, 0)
+			continue
+		}
+		if !c.handle(ctx, d) {
+			abandoned.Add(1)
+		}
+	}
+}
+
+// handle decodes and dispatches one message and settles it: ack, nack for
+// a retry, or dead-letter. It reports false if it was abandoned because
+// ctx was cancelled.
+func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
+	m := d.msg
+	env, err := EnvelopeFromHeaders(m.Headers, m.Body)
+	var v any
+	if err == nil {
+		v, err = c.reg.Decode(env, c.o.Codec)
+	}
+	if err != nil {
+		now := time.Now().UTC()
+		err = fmt.Errorf("mb: consumer: cannot decode message %q from %q: %w", m.ID, d.sourceTopic(), err)
+		c.deadLetter(ctx, d, err, 1, now, now)
+		return true
+	}
+	in := incoming{id: env.ID, correlation: env.CorrelationID, causation: env.CausationID}
+	var guard guardFunc
+	if c.o.Inbox != nil {
+		group, inbox := c.o.Group, c.o.Inbox
+		guard = func(ctx context.Context, handler string) (bool, error) {
+			return inbox.Claim(ctx, InboxKey{Group: group, Handler: handler, MessageID: env.ID})
+		}
+	}
+	redeliver := c.caps.Redelivery && !c.caps.AtMostOnce
+	for k := 1; ; k++ {
+		_, errs := c.bus.dispatchIncoming(ctx, v, in, guard)
+		if len(errs) == 0 {
+			c.forget(env.ID)
+			c.ack(ctx, d)
+			return true
+		}
+		herr := errors.Join(errs...)
+		st := c.fail(env.ID)
+		attempt := st.count
+		if m.Attempt > 0 {
+			attempt = m.Attempt + k - 1
+		}
+		if attempt >= c.o.MaxAttempts {
+			c.forget(env.ID)
+			c.deadLetter(ctx, d, fmt.Errorf("mb: consumer: %s %q from %q failed %d times: %w", env.Type, env.ID, d.sourceTopic(), attempt, herr), attempt, st.first, st.last)
+			return true
+		}
+		c.report(ctx, fmt.Errorf("mb: consumer: %s %q from %q failed (attempt %d of %d, will retry): %w", env.Type, env.ID, d.sourceTopic(), attempt, c.o.MaxAttempts, herr))
+		delay := c.o.Backoff.Delay(attempt)
+		if ctx.Err() != nil {
+			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
+			return false
+		}
+		if redeliver {
+			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, delay)
+			return true
+		}
+		if sleepCtx(ctx, delay) != nil {
+			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
+			return false
+		}
+	}
+}
+
+// fail records a failed handling of message id and returns its record.
+func (c *Consumer) fail(id string) failState {
+	now := time.Now().UTC()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.failures[id]
+	if st == nil {
+		if len(c.failures) >= maxTracked {
+			for k := range c.failures { // evict one, arbitrarily
+				delete(c.failures, k)
+				break
+			}
+		}
+		st = &failState{first: now}
+		c.failures[id] = st
+	}
+	st.count++
+	st.last = now
+	return *st
+}
+
+func (c *Consumer) forget(id string) {
+	c.mu.Lock()
+	delete(c.failures, id)
+	c.mu.Unlock()
+}
+
+// settleCtx returns a context for acks, nacks and dead-lettering: not
+// cancelled with Run's or the handlers' context, but bounded.
+func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
+func (c *Consumer) ack(ctx context.Context, d *delivery) {
+	sctx, cancel := settleCtx(ctx)
+	defer cancel()
+	if err := d.rcv.Ack(sctx, []*mbdriver.Message{d.msg}); err != nil {
+		c.report(ctx, fmt.Errorf("mb: consumer: ack %q from %q (it may be delivered again): %w", d.msg.ID, d.sourceTopic(), err))
+	}
+}
+
+func (c *Consumer) nack(ctx context.Context, r mbdriver.Receiver, msgs []*mbdriver.Message, delay time.Duration) {
+	if len(msgs) == 0 {
+		return
+	}
+	sctx, cancel := settleCtx(ctx)
+	defer cancel()
+	if err := r.Nack(sctx, msgs, delay); err != nil {
+		c.report(ctx, fmt.Errorf("mb: consumer: nack %d message(s): %w", len(msgs), err))
+	}
+}
+
+const maxErrorHeader = 8 << 10
+
+// deadLetter moves d to the dead-letter topic with cause attached and acks
+// it; without a DeadLetter publisher, or when publishing fails, it logs
+// and nacks it instead.
+func (c *Consumer) deadLetter(ctx context.Context, d *delivery, cause error, attempts int, first, last time.Time) {
+	m := d.msg
+	topic := d.sourceTopic()
+	if c.o.DeadLetter == nil {
+		c.o.Logger.ErrorContext(ctx, "mb: consumer: message cannot be handled and no DeadLetter publisher is configured; nacking it (it will come back)",
+			"id", m.ID, "topic", topic, "group", c.o.Group, "attempts", attempts, "error", cause)
+		c.nack(ctx, d.rcv, []*mbdriver.Message{m}, c.o.Backoff.Max)
+		return
+	}
+	text := cause.Error()
+	if len(text) > maxErrorHeader {
+		text = text[:maxErrorHeader]
+	}
+	h := maps.Clone(m.Headers)
+	if h == nil {
+		h = map[string]string{}
+	}
+	h[HeaderError] = text
+	h[HeaderAttempts] = strconv.Itoa(attempts)
+	h[HeaderFirstFailure] = first.UTC().Format(time.RFC3339Nano)
+	h[HeaderLastFailure] = last.UTC().Format(time.RFC3339Nano)
+	h[HeaderTopic] = topic
+	h[HeaderGroup] = c.o.Group
+	dl := &mbdriver.Message{ID: m.ID, Headers: h, Body: m.Body, PartitionKey: m.PartitionKey}
+	dlTopic := c.o.DeadLetterTopic(topic)
+	sctx, cancel := settleCtx(ctx)
+	err := c.o.DeadLetter.Publish(sctx, dlTopic, []*mbdriver.Message{dl})
+	cancel()
+	if err != nil {
+		c.report(ctx, errors.Join(
+			fmt.Errorf("mb: consumer: dead-letter %q to %q failed; nacking it: %w", m.ID, dlTopic, err), cause))
+		c.nack(ctx, d.rcv, []*mbdriver.Message{m}, c.o.Backoff.Delay(attempts))
+		return
+	}
+	c.report(ctx, fmt.Errorf("mb: consumer: moved %q to dead-letter topic %q: %w", m.ID, dlTopic, cause))
+	c.ack(ctx, d)
+}

@@ -1,0 +1,709 @@
+package mb_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mb-go/mb"
+	"github.com/mb-go/mb/mbdriver"
+	"github.com/mb-go/mb/mbmem"
+)
+
+// Message types of the consumer tests.
+
+type CxOrderPlaced struct {
+	Order string
+	Key   string
+	Seq   int
+}
+
+func (CxOrderPlaced) MessageName() string    { return "cx.order.placed" }
+func (e CxOrderPlaced) PartitionKey() string { return e.Key }
+
+type CxOrderBilled struct{ Order string }
+
+func (CxOrderBilled) MessageName() string { return "cx.order.billed" }
+
+// CxAudited is an in-process event only (not registered on the wire).
+type CxAudited struct{ Order string }
+
+const cxGroup = "billing"
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func cxRegistry(t *testing.T) *mb.Registry {
+	t.Helper()
+	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/test"})
+	mb.RegisterMessage[CxOrderPlaced](reg)
+	mb.RegisterMessage[CxOrderBilled](reg)
+	return reg
+}
+
+// precreate creates the group of topic so that messages published before
+// the consumer subscribes are kept for it.
+func precreate(t *testing.T, tr *mbmem.Transport, topic, group string) {
+	t.Helper()
+	r, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: topic, Group: group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Close()
+}
+
+// errLog collects the errors a consumer reports.
+type errLog struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (l *errLog) handle(_ context.Context, err error) {
+	l.mu.Lock()
+	l.errs = append(l.errs, err)
+	l.mu.Unlock()
+}
+
+// runConsumer starts c.Run and returns a func that cancels it and returns
+// Run's error, waiting at most 10s.
+func runConsumer(t *testing.T, c *mb.Consumer) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return within 10s of cancel")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// eventually waits up to 10s for cond.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recv waits up to 10s for a value on ch.
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting on a channel")
+		panic("unreachable")
+	}
+}
+
+// recordingPublisher records what it publishes.
+type recordingPublisher struct {
+	mbdriver.Publisher
+	mu   sync.Mutex
+	sent map[string][]*mbdriver.Message
+}
+
+func (p *recordingPublisher) Publish(ctx context.Context, topic string, msgs []*mbdriver.Message) error {
+	p.mu.Lock()
+	if p.sent == nil {
+		p.sent = map[string][]*mbdriver.Message{}
+	}
+	p.sent[topic] = append(p.sent[topic], msgs...)
+	p.mu.Unlock()
+	return p.Publisher.Publish(ctx, topic, msgs)
+}
+
+func (p *recordingPublisher) get(topic string) []*mbdriver.Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*mbdriver.Message(nil), p.sent[topic]...)
+}
+
+func newCx(t *testing.T, bus *mb.Bus, sub mbdriver.Subscriber, reg *mb.Registry, o mb.ConsumerOptions) *mb.Consumer {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = quietLogger()
+	}
+	if o.ErrorHandler == nil {
+		o.ErrorHandler = func(context.Context, error) {}
+	}
+	c, err := mb.NewConsumer(bus, sub, reg, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestConsumerRoundTripKeepsMetadata(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	rp := &recordingPublisher{Publisher: tr}
+	pub, err := mb.NewPublisher(rp, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := mb.New()
+	type seen struct {
+		md  mb.Metadata
+		val any
+	}
+	placed, billed, audited := make(chan seen, 1), make(chan seen, 1), make(chan seen, 1)
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		md, _ := mb.MetadataFrom(ctx)
+		placed <- seen{md, e}
+		if err := mb.Emit(ctx, CxAudited{e.Order}); err != nil {
+			return err
+		}
+		return pub.Publish(ctx, CxOrderBilled{e.Order})
+	}, mb.WithName("bill"))
+	mb.Subscribe(bus, func(ctx context.Context, e CxAudited) error {
+		md, _ := mb.MetadataFrom(ctx)
+		audited <- seen{md, e}
+		return nil
+	})
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderBilled) error {
+		md, _ := mb.MetadataFrom(ctx)
+		billed <- seen{md, e}
+		return nil
+	})
+	precreate(t, tr, "cx.order.placed", cxGroup)
+	precreate(t, tr, "cx.order.billed", cxGroup)
+
+	ctx := mb.WithCorrelationID(context.Background(), "corr-1")
+	if err := pub.Publish(ctx, CxOrderPlaced{Order: "o1"}); err != nil {
+		t.Fatal(err)
+	}
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topics: []string{"cx.order.placed", "cx.order.billed"}, Group: cxGroup})
+	stop := runConsumer(t, c)
+
+	p := recv(t, placed)
+	wire := rp.get("cx.order.placed")
+	if len(wire) != 1 {
+		t.Fatalf("published %d messages to cx.order.placed, want 1", len(wire))
+	}
+	id := wire[0].ID
+	if p.val != (CxOrderPlaced{Order: "o1"}) {
+		t.Errorf("handler got %#v", p.val)
+	}
+	if p.md.ID != id || p.md.CorrelationID != "corr-1" || p.md.CausationID != "" || p.md.Name != "cx.order.placed" || p.md.Handler != "bill" {
+		t.Errorf("metadata in handler = %+v, want id %s, correlation corr-1, no causation", p.md, id)
+	}
+	a := recv(t, audited)
+	if a.md.CausationID != id || a.md.CorrelationID != "corr-1" || a.md.ID == id {
+		t.Errorf("in-process cascade metadata = %+v, want causation %s, correlation corr-1", a.md, id)
+	}
+	b := recv(t, billed)
+	if b.md.CausationID != id || b.md.CorrelationID != "corr-1" || b.md.ID == id {
+		t.Errorf("published-from-handler metadata = %+v, want causation %s, correlation corr-1", b.md, id)
+	}
+	if got := rp.get("cx.order.billed"); len(got) != 1 || got[0].Headers["ce-causationid"] != id || got[0].Headers["ce-source"] != "/test" {
+		t.Errorf("billed on the wire = %+v", got)
+	}
+	for _, topic := range []string{"cx.order.placed", "cx.order.billed"} {
+		eventually(t, "ack of "+topic, func() bool {
+			return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0
+		})
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run = %v, want nil after cancel", err)
+	}
+}
+
+func TestConsumerDeadLettersUndecodableAtOnce(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	const topic = "cx.order.placed"
+	precreate(t, tr, topic, cxGroup)
+	dlq, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: topic + ".dlq", Group: "ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlq.Close()
+	bus := mb.New()
+	got := make(chan string, 10)
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		got <- e.Order
+		return nil
+	})
+	pub, err := mb.NewPublisher(tr, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	good := func(order string) {
+		t.Helper()
+		if err := pub.Publish(ctx, CxOrderPlaced{Order: order}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good("before")
+	bad := []*mbdriver.Message{
+		{ID: "no-envelope", Headers: map[string]string{"x": "y"}, Body: []byte(`{}`)},
+		{ID: "corrupt", Headers: map[string]string{"ce-id": "corrupt", "ce-source": "/t", "ce-specversion": "1.0", "ce-type": "cx.order.placed", "content-type": "application/json"}, Body: []byte(`not json`)},
+		{ID: "unknown", Headers: map[string]string{"ce-id": "unknown", "ce-source": "/t", "ce-specversion": "1.0", "ce-type": "cx.nobody.knows"}, Body: []byte(`{}`)},
+	}
+	if err := tr.Publish(ctx, topic, bad); err != nil {
+		t.Fatal(err)
+	}
+	good("after")
+
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, DeadLetter: tr, Concurrency: 1})
+	stop := runConsumer(t, c)
+	if a, b := recv(t, got), recv(t, got); a != "before" || b != "after" {
+		t.Errorf("handled %q, %q; want before, after", a, b)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	dead := map[string]*mbdriver.Message{}
+	for len(dead) < len(bad) {
+		msgs, err := dlq.Receive(rctx, 10)
+		if err != nil {
+			t.Fatalf("dead-letter receive: %v (have %d)", err, len(dead))
+		}
+		for _, m := range msgs {
+			dead[m.ID] = m
+		}
+	}
+	for _, b := range bad {
+		m := dead[b.ID]
+		if m == nil {
+			t.Errorf("%s not dead-lettered", b.ID)
+			continue
+		}
+		if string(m.Body) != string(b.Body) || m.Headers["ce-type"] != b.Headers["ce-type"] {
+			t.Errorf("%s: dead letter changed the message: %+v", b.ID, m)
+		}
+		if m.Headers[mb.HeaderError] == "" || m.Headers[mb.HeaderAttempts] != "1" ||
+			m.Headers[mb.HeaderTopic] != topic || m.Headers[mb.HeaderGroup] != cxGroup {
+			t.Errorf("%s: dead-letter headers %v", b.ID, m.Headers)
+		}
+	}
+	if e := dead["unknown"].Headers[mb.HeaderError]; !strings.Contains(e, "not a registered message name") {
+		t.Errorf("mb-error of unknown = %q", e)
+	}
+	eventually(t, "all acked", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noCaps hides the driver's capabilities: the consumer then assumes no
+// redelivery and retries in process.
+type noCaps struct{ mbdriver.Subscriber }
+
+func TestConsumerDeadLettersAfterMaxAttempts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sub  func(*mbmem.Transport) mbdriver.Subscriber
+	}{
+		{"redelivery", func(tr *mbmem.Transport) mbdriver.Subscriber { return tr }},
+		{"in-process", func(tr *mbmem.Transport) mbdriver.Subscriber { return noCaps{tr} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := mbmem.New(nil)
+			defer tr.Close()
+			reg := cxRegistry(t)
+			const topic = "cx.order.placed"
+			precreate(t, tr, topic, cxGroup)
+			dlq, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: topic + ".dlq", Group: "ops"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dlq.Close()
+			bus := mb.New()
+			var calls atomic.Int32
+			boom := errors.New("boom: ledger unavailable")
+			mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+				calls.Add(1)
+				return boom
+			})
+			rp := &recordingPublisher{Publisher: tr}
+			pub, _ := mb.NewPublisher(rp, reg, nil)
+			if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o1"}); err != nil {
+				t.Fatal(err)
+			}
+			var log errLog
+			c := newCx(t, bus, tc.sub(tr), reg, mb.ConsumerOptions{
+				Topic: topic, Group: cxGroup, DeadLetter: tr, MaxAttempts: 3,
+				Backoff: mb.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, ErrorHandler: log.handle,
+			})
+			stop := runConsumer(t, c)
+			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			msgs, err := dlq.Receive(rctx, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig := rp.get(topic)[0]
+			m := msgs[0]
+			if len(msgs) != 1 || m.ID != orig.ID || string(m.Body) != string(orig.Body) || m.Headers["ce-id"] != orig.ID {
+				t.Fatalf("dead letters %+v, want the original %+v", msgs, orig)
+			}
+			if m.Headers[mb.HeaderAttempts] != "3" || !strings.Contains(m.Headers[mb.HeaderError], boom.Error()) {
+				t.Errorf("headers %v", m.Headers)
+			}
+			first, err1 := time.Parse(time.RFC3339Nano, m.Headers[mb.HeaderFirstFailure])
+			last, err2 := time.Parse(time.RFC3339Nano, m.Headers[mb.HeaderLastFailure])
+			if err1 != nil || err2 != nil || last.Before(first) {
+				t.Errorf("failure times %q, %q", m.Headers[mb.HeaderFirstFailure], m.Headers[mb.HeaderLastFailure])
+			}
+			eventually(t, "ack", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
+			if n := calls.Load(); n != 3 {
+				t.Errorf("handler ran %d times, want 3", n)
+			}
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			var he *mb.HandlerError
+			if len(log.errs) == 0 || !errors.As(log.errs[0], &he) || !errors.Is(log.errs[0], boom) {
+				t.Errorf("reported errors %v, want ones wrapping a *HandlerError and the handler's error", log.errs)
+			}
+		})
+	}
+}
+
+func TestConsumerWithoutDeadLetterNacks(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	const topic = "cx.order.placed"
+	precreate(t, tr, topic, cxGroup)
+	if err := tr.Publish(context.Background(), topic, []*mbdriver.Message{{ID: "x", Body: []byte("?")}}); err != nil {
+		t.Fatal(err)
+	}
+	var buf syncBuffer
+	c := newCx(t, mb.New(), tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	stop := runConsumer(t, c)
+	eventually(t, "loud log", func() bool { return strings.Contains(buf.String(), "no DeadLetter publisher") })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}); n != 1 {
+		t.Errorf("pending = %d, want the message kept", n)
+	}
+}
+
+func TestConsumerInboxRerunsOnlyFailedHandlers(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	const topic = "cx.order.placed"
+	precreate(t, tr, topic, cxGroup)
+	bus := mb.New()
+	var ok, flaky atomic.Int32
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		ok.Add(1)
+		return nil
+	}, mb.WithName("ok"))
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		if flaky.Add(1) < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}, mb.WithName("flaky"))
+	pub, _ := mb.NewPublisher(tr, reg, nil)
+	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o1"}); err != nil {
+		t.Fatal(err)
+	}
+	inbox := &mbmem.Inbox{}
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{
+		Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(inbox),
+		Backoff: mb.Backoff{Min: time.Millisecond, Max: time.Millisecond},
+	})
+	stop := runConsumer(t, c)
+	eventually(t, "ack", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if ok.Load() != 1 || flaky.Load() != 3 {
+		t.Errorf("ok ran %d times (want 1), flaky %d (want 3)", ok.Load(), flaky.Load())
+	}
+	if inbox.Len() != 2 {
+		t.Errorf("inbox has %d keys, want 2", inbox.Len())
+	}
+}
+
+func TestConsumerInboxDuplicateHasOneEffect(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	const topic = "cx.order.placed"
+	precreate(t, tr, topic, cxGroup)
+	bus := mb.New()
+	var effects atomic.Int32
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		effects.Add(1)
+		return nil
+	}, mb.WithName("effect"))
+	rp := &recordingPublisher{Publisher: tr}
+	pub, _ := mb.NewPublisher(rp, reg, nil)
+	ctx := context.Background()
+	if err := pub.Publish(ctx, CxOrderPlaced{Order: "o1"}); err != nil {
+		t.Fatal(err)
+	}
+	// The same message (same id) again, as a redelivery or a duplicate
+	// publish would bring it.
+	if err := tr.Publish(ctx, topic, rp.get(topic)); err != nil {
+		t.Fatal(err)
+	}
+	inbox := &mbmem.Inbox{}
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(inbox), Concurrency: 2})
+	stop := runConsumer(t, c)
+	eventually(t, "both acked", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := effects.Load(); n != 1 {
+		t.Errorf("%d effects, want 1", n)
+	}
+	key := mb.InboxKey{Group: cxGroup, Handler: "effect", MessageID: rp.get(topic)[0].ID}
+	if !inbox.Seen(key.String()) {
+		t.Errorf("inbox has not seen %q", key)
+	}
+}
+
+func TestConsumerKeepsPerKeyOrder(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	const topic = "cx.order.placed"
+	precreate(t, tr, topic, cxGroup)
+	bus := mb.New()
+	const keys, perKey = 4, 25
+	var mu sync.Mutex
+	next := map[string]int{}
+	var bad []string
+	done := make(chan struct{}, keys*perKey)
+	var inFlight, maxInFlight atomic.Int32
+	// The first message of every key waits (boundedly) until the first
+	// messages of all keys run: with Concurrency 4 they run at once.
+	var firsts sync.WaitGroup
+	firsts.Add(keys)
+	allFirst := make(chan struct{})
+	go func() { firsts.Wait(); close(allFirst) }()
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		n := inFlight.Add(1)
+		for {
+			m := maxInFlight.Load()
+			if n <= m || maxInFlight.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		defer inFlight.Add(-1)
+		if e.Seq == 0 {
+			firsts.Done()
+			select {
+			case <-allFirst:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		mu.Lock()
+		if next[e.Key] != e.Seq {
+			bad = append(bad, fmt.Sprintf("%s: got %d, want %d", e.Key, e.Seq, next[e.Key]))
+		}
+		next[e.Key] = e.Seq + 1
+		mu.Unlock()
+		done <- struct{}{}
+		return nil
+	})
+	pub, _ := mb.NewPublisher(tr, reg, &mb.PublisherOptions{MaxBatch: 7})
+	var evs []any
+	for s := range perKey {
+		for k := range keys {
+			evs = append(evs, CxOrderPlaced{Key: fmt.Sprintf("k%d", k), Seq: s})
+		}
+	}
+	if err := pub.Publish(context.Background(), evs...); err != nil {
+		t.Fatal(err)
+	}
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Concurrency: 4, BatchSize: 16})
+	stop := runConsumer(t, c)
+	for range keys * perKey {
+		recv(t, done)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bad) > 0 {
+		t.Errorf("out of order: %v", bad)
+	}
+	if n := maxInFlight.Load(); n < 2 {
+		t.Errorf("at most %d handler ran at once; want parallel workers", n)
+	}
+}
+
+func TestConsumerDrainsGracefully(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	const topic = "cx.order.placed"
+	precreate(t, tr, topic, cxGroup)
+	bus := mb.New()
+	started, release, finished := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		close(started)
+		<-release
+		close(finished)
+		return ctx.Err() // the handler context is not cancelled by Run's
+	})
+	pub, _ := mb.NewPublisher(tr, reg, nil)
+	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o1"}); err != nil {
+		t.Fatal(err)
+	}
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup})
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(ctx) }()
+	recv(t, started)
+	cancel()
+	select {
+	case err := <-ran:
+		t.Fatalf("Run returned %v while a handler was running", err)
+	default:
+	}
+	close(release)
+	if err := recv(t, ran); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	recv(t, finished)
+	if n := tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}); n != 0 {
+		t.Errorf("pending = %d after drain, want 0 (acked)", n)
+	}
+	if err := c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("second Run = %v, want an error", err)
+	}
+}
+
+func TestConsumerDrainTimeoutAbandons(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	const topic = "cx.order.placed"
+	precreate(t, tr, topic, cxGroup)
+	bus := mb.New()
+	started := make(chan struct{})
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	pub, _ := mb.NewPublisher(tr, reg, nil)
+	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o1"}); err != nil {
+		t.Fatal(err)
+	}
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, DrainTimeout: 20 * time.Millisecond})
+	stop := runConsumer(t, c)
+	recv(t, started)
+	err := stop()
+	if err == nil || !strings.Contains(err.Error(), "1 message(s) abandoned") {
+		t.Fatalf("Run = %v, want an error saying one message was abandoned", err)
+	}
+	if n := tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}); n != 1 {
+		t.Errorf("pending = %d, want the abandoned message back", n)
+	}
+}
+
+func TestNewConsumerInvalidOptions(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	_, err := mb.NewConsumer(nil, tr, nil, &mb.ConsumerOptions{
+		Topics: []string{"a", "", "a"}, Concurrency: -1, BatchSize: -1, MaxAttempts: -2,
+		Backoff: mb.Backoff{Min: -1}, DrainTimeout: -1,
+	})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"bus is nil", "registry is nil", "Topics[1]", "given twice", "ConsumerOptions.Group",
+		"ConsumerOptions.Concurrency", "ConsumerOptions.BatchSize", "ConsumerOptions.MaxAttempts", "ConsumerOptions.Backoff", "ConsumerOptions.DrainTimeout"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if _, err := mb.NewConsumer(mb.New(), tr, mb.NewRegistry(), nil); err == nil || !strings.Contains(err.Error(), "ConsumerOptions.Topic is empty") {
+		t.Errorf("nil options: %v", err)
+	}
+	if _, err := mb.NewConsumer(mb.New(), noCaps{tr}, mb.NewRegistry(), &mb.ConsumerOptions{Topic: "t.*", Pattern: true}); err == nil || !strings.Contains(err.Error(), "Pattern") {
+		t.Errorf("pattern without the capability: %v", err)
+	}
+	var nilc *mb.Consumer
+	if err := nilc.Run(context.Background()); !errors.Is(err, mb.ErrInvalidArgument) {
+		t.Errorf("nil consumer Run = %v", err)
+	}
+}
+
+// failingSubscriber fails to receive.
+type failingSubscriber struct {
+	err   error
+	calls atomic.Int32
+	fails int32
+}
+
+func (s *failingSubscriber) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	return &failingReceiver{s: s}, nil
+}
+
+func (s *failingSubscriber) IsRetryable(err error) bool { return mb.IsRetryable(err) }
+
+type failingReceiver struct {
+	s      *failingSubscriber
+	closed atomic.Bool
+}
+
+func (r *failingReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
+	if n := r.s.calls.Add(1); n <= r.s.fails {
+		return nil, mb.Retryable(errors.New("connection reset"))
+	}
+	return nil, r.s.err
+}
+func (r *failingReceiver) Ack(context.Context, []*mbdriver.Message) error { return nil }
+func (r *failingReceiver) Nack(context.Context, []*mbdriver.Message, time.Duration) error {
+	return nil
+}
+func (r *failingReceiver) Close() error { r.closed.Store(true); return nil }
+
+func TestConsumerReceiveErrors(t *testing.T) {
+	fatal := errors.New("auth failed")
+	s := &failingSubscriber{err: fatal, fails: 2}
+	var log errLog
+	c := newCx(t, mb.New(), s, mb.NewRegistry(), mb.ConsumerOptions{Topic: "t", Backoff: mb.Backoff{Min: time.Millisecond, Max: time.Millisecond}, ErrorHandler: log.handle})
+	err := c.Run(context.Background())
+	if !errors.Is(err, fatal) {
+		t.Fatalf("Run = %v, want the non-retryable receive error", err)
+	}
+	if n := s.calls.Load(); n != 3 {
+		t.Errorf("Receive called %d times, want 3 (two retried)", n)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.errs) != 2 {
+		t.Errorf("reported %d retried receive errors, want 2: %v", len(log.errs), log.errs)
+	}
+}

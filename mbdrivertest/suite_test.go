@@ -1,0 +1,237 @@
+package mbdrivertest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mb-go/mb/mbdriver"
+	"github.com/mb-go/mb/mbdrivertest"
+	"github.com/mb-go/mb/mbmem"
+)
+
+// The in-memory transport passes (it also runs the suite in its own tests).
+func TestMem(t *testing.T) {
+	broker := mbmem.New(nil)
+	mbdrivertest.Run(t, mbdrivertest.Harness{
+		Open:   func(*testing.T) mbdriver.Driver { return broker.Connect() },
+		Prefix: "mem-",
+	})
+}
+
+// An at-most-once driver without groups (like Redis Pub/Sub) passes the
+// subtests for its capabilities, FanOut included.
+func TestAtMostOnce(t *testing.T) {
+	broker := mbmem.New(nil)
+	mbdrivertest.Run(t, mbdrivertest.Harness{
+		Open: func(*testing.T) mbdriver.Driver { return &pubsub{Transport: broker.Connect()} },
+	})
+}
+
+// pubsub turns mbmem into an at-most-once fan-out transport: every
+// receiver has a group of its own, and Receive acks at once.
+type pubsub struct {
+	*mbmem.Transport
+}
+
+var receivers atomic.Int64
+
+func (p *pubsub) Capabilities() mbdriver.Capabilities {
+	return mbdriver.Capabilities{AtMostOnce: true}
+}
+
+func (p *pubsub) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	sub.Group = fmt.Sprint("pubsub-", receivers.Add(1))
+	r, err := p.Transport.Subscribe(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	return pubsubReceiver{r}, nil
+}
+
+type pubsubReceiver struct{ mbdriver.Receiver }
+
+func (r pubsubReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
+	msgs, err := r.Receiver.Receive(ctx, max)
+	if err == nil {
+		err = r.Receiver.Ack(ctx, msgs)
+	}
+	for _, m := range msgs {
+		m.AckID, m.Attempt = nil, 0
+	}
+	return msgs, err
+}
+
+func (pubsubReceiver) Ack(context.Context, []*mbdriver.Message) error { return nil }
+
+func (pubsubReceiver) Nack(context.Context, []*mbdriver.Message, time.Duration) error { return nil }
+
+// mutationEnv names the defect TestBrokenDriver injects.
+const mutationEnv = "MBDRIVERTEST_MUTATION"
+
+// The suite catches broken drivers: each mutation of mbmem must fail the
+// named subtest. The suite runs in a child process because a failing
+// *testing.T cannot be observed in-process.
+func TestSuiteCatchesBugs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs child processes")
+	}
+	for _, tc := range []struct{ mutation, subtest string }{
+		{"drop-header", "Headers"},
+		{"binary-header", "Headers"},
+		{"rewrite-id", "RoundTrip"},
+		{"rewrite-id", "DuplicateID"},
+		{"reorder", "Batch"},
+		{"reorder", "PerKeyOrder"},
+		{"ack-noop", "AckNoRedelivery"},
+		{"nack-noop", "NackRedelivery"},
+		{"nack-no-delay", "NackDelay"},
+		{"one-group", "TwoGroups"},
+		{"no-sharing", "CompetingConsumers"},
+		{"close-keeps", "StoppedConsumer"},
+		{"pattern-topic", "Pattern"},
+		{"pattern-all", "Pattern"},
+		{"closed-error", "CloseSemantics"},
+		{"ctx-swallowed", "ReceiveContextCancel"},
+		{"as-anything", "AsAndIsRetryable"},
+	} {
+		t.Run(tc.mutation+"/"+tc.subtest, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBrokenDriver$/^"+tc.subtest+"$", "-test.v", "-test.count=1")
+			cmd.Env = append(os.Environ(), mutationEnv+"="+tc.mutation)
+			out, err := cmd.CombinedOutput()
+			want := "--- FAIL: TestBrokenDriver/" + tc.subtest
+			if err == nil || !strings.Contains(string(out), want) {
+				t.Errorf("with mutation %q the suite did not fail %s (err %v):\n%s", tc.mutation, tc.subtest, err, out)
+			}
+		})
+	}
+}
+
+// TestBrokenDriver runs the suite against a broken mbmem, in the child
+// process of TestSuiteCatchesBugs.
+func TestBrokenDriver(t *testing.T) {
+	m := os.Getenv(mutationEnv)
+	if m == "" {
+		t.Skip(mutationEnv + " not set: run by TestSuiteCatchesBugs")
+	}
+	broker := mbmem.New(nil)
+	mbdrivertest.Run(t, mbdrivertest.Harness{
+		Open:           func(*testing.T) mbdriver.Driver { return &mutant{Transport: broker.Connect(), m: m} },
+		RedeliveryWait: 300 * time.Millisecond,
+	})
+}
+
+// mutant is mbmem with one defect.
+type mutant struct {
+	*mbmem.Transport
+	m string
+}
+
+func (d *mutant) As(i any) bool {
+	if d.m == "as-anything" {
+		return true
+	}
+	return d.Transport.As(i)
+}
+
+func (d *mutant) Publish(ctx context.Context, topic string, msgs []*mbdriver.Message) error {
+	if d.m == "reorder" {
+		for _, m := range msgs {
+			m.PartitionKey = ""
+		}
+	}
+	return d.Transport.Publish(ctx, topic, msgs)
+}
+
+var groups atomic.Int64
+
+func (d *mutant) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	pattern := sub.Topic
+	switch d.m {
+	case "one-group":
+		sub.Group = "one"
+	case "no-sharing":
+		sub.Group = fmt.Sprint(sub.Group, groups.Add(1))
+	case "pattern-all":
+		if sub.Pattern {
+			sub.Topic = ">"
+		}
+	}
+	r, err := d.Transport.Subscribe(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	return &mutantReceiver{Receiver: r, m: d.m, pattern: sub.Pattern, topic: pattern}, nil
+}
+
+type mutantReceiver struct {
+	mbdriver.Receiver
+	m       string
+	pattern bool
+	topic   string
+	closed  atomic.Bool
+}
+
+func (r *mutantReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
+	if r.m == "closed-error" && r.closed.Load() {
+		return nil, errors.New("receiver closed")
+	}
+	msgs, err := r.Receiver.Receive(ctx, max)
+	if r.m == "ctx-swallowed" && ctx.Err() != nil {
+		return nil, nil
+	}
+	for _, m := range msgs {
+		switch r.m {
+		case "drop-header":
+			delete(m.Headers, "x-unicode")
+		case "binary-header":
+			for k, v := range m.Headers {
+				m.Headers[k] = strings.ToValidUTF8(v, "?")
+			}
+		case "rewrite-id":
+			m.ID = "broker-" + m.ID[:8]
+		case "pattern-topic":
+			if r.pattern {
+				m.Topic = r.topic
+			}
+		}
+	}
+	if r.m == "reorder" {
+		slices.Reverse(msgs)
+	}
+	return msgs, err
+}
+
+func (r *mutantReceiver) Ack(ctx context.Context, msgs []*mbdriver.Message) error {
+	if r.m == "ack-noop" {
+		return nil
+	}
+	return r.Receiver.Ack(ctx, msgs)
+}
+
+func (r *mutantReceiver) Nack(ctx context.Context, msgs []*mbdriver.Message, delay time.Duration) error {
+	switch r.m {
+	case "nack-noop":
+		return nil
+	case "nack-no-delay":
+		delay = 0
+	}
+	return r.Receiver.Nack(ctx, msgs, delay)
+}
+
+func (r *mutantReceiver) Close() error {
+	r.closed.Store(true)
+	if r.m == "close-keeps" {
+		return nil // unacked messages stay in flight forever
+	}
+	return r.Receiver.Close()
+}

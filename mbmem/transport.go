@@ -1,0 +1,556 @@
+package mbmem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mb-go/mb/mbdriver"
+)
+
+// Options configures a [Transport]. A nil *Options means the defaults.
+type Options struct {
+	// AckTimeout, when positive, is a visibility timeout: a message
+	// received and neither acked nor nacked within AckTimeout is made
+	// available to its group again (and a later Ack of it still removes
+	// it). Zero, the default, means no timeout: a message stays in flight
+	// until it is acked or nacked or its receiver is closed. Negative
+	// values are invalid.
+	AckTimeout time.Duration
+}
+
+// Transport is an in-memory broker connection implementing
+// [mbdriver.Driver]. It is safe for concurrent use. See the package
+// documentation for its semantics.
+//
+// Close closes every receiver opened through this Transport; the broker's
+// topics, groups and messages stay available to the other Transports
+// returned by [Transport.Connect].
+type Transport struct {
+	b *broker
+
+	// Guarded by b.mu.
+	closed    bool
+	receivers map[*receiver]struct{}
+}
+
+var _ mbdriver.Driver = (*Transport)(nil)
+
+// New returns a Transport over a new, empty in-memory broker. opts may be
+// nil. New panics if opts is invalid (a negative AckTimeout): it is a
+// programming error.
+func New(opts *Options) *Transport {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.AckTimeout < 0 {
+		panic("mbmem: Options.AckTimeout is negative: use 0 for no ack timeout or a positive duration")
+	}
+	b := &broker{
+		ackTimeout: o.AckTimeout,
+		topics:     make(map[string][]*group),
+		groups:     make(map[groupKey]*group),
+	}
+	return b.connect()
+}
+
+// Connect returns a new Transport over the same broker as t, like a second
+// process connected to the same server: it sees the same topics, groups and
+// messages, and has its own lifecycle (closing either Transport does not
+// affect the other). It works on a closed t too.
+func (t *Transport) Connect() *Transport { return t.b.connect() }
+
+// Capabilities reports Persistent, ConsumerGroups, Redelivery,
+// OrderingPerKey, DelayedDelivery and Patterns.
+func (t *Transport) Capabilities() mbdriver.Capabilities {
+	return mbdriver.Capabilities{
+		Persistent:      true,
+		ConsumerGroups:  true,
+		Redelivery:      true,
+		OrderingPerKey:  true,
+		DelayedDelivery: true,
+		Patterns:        true,
+	}
+}
+
+// IsRetryable reports false: the in-memory broker has no transient
+// failures.
+func (t *Transport) IsRetryable(error) bool { return false }
+
+// As sets *i to t if i is a **Transport, and reports whether it did.
+func (t *Transport) As(i any) bool {
+	p, ok := i.(**Transport)
+	if !ok || p == nil {
+		return false
+	}
+	*p = t
+	return true
+}
+
+// Publish appends msgs, in order, to every group subscribed to topic. The
+// messages are copied: the caller may reuse them. It returns
+// [mbdriver.ErrClosed] after Close, ctx's error if ctx is done, and an
+// error for an empty topic or a nil message (then nothing is published).
+func (t *Transport) Publish(ctx context.Context, topic string, msgs []*mbdriver.Message) error {
+	if topic == "" {
+		return errors.New("mbmem: publish: empty topic")
+	}
+	stored := make([]*storedMsg, len(msgs))
+	now := time.Now()
+	for i, m := range msgs {
+		if m == nil {
+			return fmt.Errorf("mbmem: publish to %q: message %d is nil", topic, i)
+		}
+		stored[i] = &storedMsg{
+			id:          m.ID,
+			headers:     maps.Clone(m.Headers),
+			body:        cloneBytes(m.Body),
+			key:         m.PartitionKey,
+			topic:       topic,
+			publishedAt: now,
+		}
+	}
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t.closed {
+		return mbdriver.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.forGroups(topic, func(g *group) {
+		for _, s := range stored {
+			g.entries = append(g.entries, &entry{msg: s})
+		}
+		g.broadcast()
+	})
+	return nil
+}
+
+// Subscribe opens a receiver for sub, creating its group if it does not
+// exist yet. sub.Topic and sub.Group are required; sub.Consumer is
+// ignored. A pattern (sub.Pattern) must be valid: non-empty segments, "*"
+// and ">" only as whole segments, ">" only last. It returns
+// [mbdriver.ErrClosed] after Close and ctx's error if ctx is done.
+func (t *Transport) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	var errs []error
+	if sub.Topic == "" {
+		errs = append(errs, errors.New("mbmem: subscribe: Subscription.Topic is empty: set the topic (or pattern) to receive from"))
+	}
+	if sub.Group == "" {
+		errs = append(errs, errors.New("mbmem: subscribe: Subscription.Group is empty: set a consumer group name"))
+	}
+	var pat []string
+	if sub.Pattern && sub.Topic != "" {
+		var err error
+		if pat, err = parsePattern(sub.Topic); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t.closed {
+		return nil, mbdriver.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	k := groupKey{topic: sub.Topic, pattern: sub.Pattern, name: sub.Group}
+	g := b.groups[k]
+	if g == nil {
+		g = &group{pattern: pat, signal: make(chan struct{})}
+		b.groups[k] = g
+		if sub.Pattern {
+			b.patterns = append(b.patterns, g)
+		} else {
+			b.topics[sub.Topic] = append(b.topics[sub.Topic], g)
+		}
+	}
+	r := &receiver{t: t, g: g, done: make(chan struct{})}
+	t.receivers[r] = struct{}{}
+	return r, nil
+}
+
+// Close closes every receiver opened through t (their Receive returns
+// [mbdriver.ErrClosed] and their unacked messages are available to their
+// groups again at once); Publish and Subscribe then return ErrClosed. The
+// broker's state stays for other Transports. Close is idempotent and
+// always returns nil.
+func (t *Transport) Close() error {
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	for r := range t.receivers {
+		r.closeLocked()
+	}
+	return nil
+}
+
+// Pending returns the number of unacked messages (available, waiting for
+// a delayed redelivery, or in flight) of the group of sub (Topic, Pattern
+// and Group; Consumer is ignored); 0 if the group does not exist. Meant for
+// tests, e.g. to check that everything was acked.
+func (t *Transport) Pending(sub mbdriver.Subscription) int {
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	g := b.groups[groupKey{topic: sub.Topic, pattern: sub.Pattern, name: sub.Group}]
+	if g == nil {
+		return 0
+	}
+	return len(g.entries) - g.acked
+}
+
+// broker is the shared state of the Transports returned by New and
+// Connect. One mutex guards everything.
+type broker struct {
+	ackTimeout time.Duration
+
+	mu       sync.Mutex
+	groups   map[groupKey]*group
+	topics   map[string][]*group // exact-topic groups by topic
+	patterns []*group            // pattern groups
+}
+
+func (b *broker) connect() *Transport {
+	return &Transport{b: b, receivers: make(map[*receiver]struct{})}
+}
+
+// forGroups calls f for every group subscribed to topic. b.mu is held.
+func (b *broker) forGroups(topic string, f func(*group)) {
+	for _, g := range b.topics[topic] {
+		f(g)
+	}
+	if len(b.patterns) == 0 {
+		return
+	}
+	segs := strings.Split(topic, ".")
+	for _, g := range b.patterns {
+		if matchPattern(g.pattern, segs) {
+			f(g)
+		}
+	}
+}
+
+type groupKey struct {
+	topic   string
+	pattern bool
+	name    string
+}
+
+// group is a consumer group: its unacked messages in publish order.
+type group struct {
+	pattern []string // parsed pattern, nil for an exact topic
+	entries []*entry // publish order; acked entries removed lazily
+	acked   int      // number of acked entries still in entries
+	signal  chan struct{}
+	tokens  uint64
+}
+
+// broadcast wakes every Receive waiting on g. b.mu is held.
+func (g *group) broadcast() {
+	close(g.signal)
+	g.signal = make(chan struct{})
+}
+
+// compact drops acked entries when they are many. b.mu is held.
+func (g *group) compact() {
+	if g.acked < 64 || g.acked*2 < len(g.entries) {
+		return
+	}
+	kept := make([]*entry, 0, len(g.entries)-g.acked)
+	for _, e := range g.entries {
+		if !e.acked {
+			kept = append(kept, e)
+		}
+	}
+	g.entries, g.acked = kept, 0
+}
+
+// take hands out up to max messages to r, and returns the time at which
+// something may become available when nothing is (zero if only an outside
+// event can change that). b.mu is held.
+func (g *group) take(r *receiver, max int, ackTimeout time.Duration) (out []*mbdriver.Message, wake time.Time) {
+	now := time.Now()
+	earliest := func(t time.Time) {
+		if wake.IsZero() || t.Before(wake) {
+			wake = t
+		}
+	}
+	var blocked map[string]bool // keys with an earlier unacked message
+	block := func(k string) {
+		if blocked == nil {
+			blocked = make(map[string]bool)
+		}
+		blocked[k] = true
+	}
+	released := false
+	for _, e := range g.entries {
+		if len(out) == max {
+			break
+		}
+		if e.acked {
+			continue
+		}
+		key := e.msg.key
+		if e.owner != nil {
+			if e.deadline.IsZero() || now.Before(e.deadline) {
+				if !e.deadline.IsZero() {
+					earliest(e.deadline)
+				}
+				if key != "" {
+					block(key)
+				}
+				continue
+			}
+			// Ack timeout: available again.
+			e.owner, e.deadline, released = nil, time.Time{}, true
+		}
+		if key != "" {
+			if blocked[key] {
+				continue
+			}
+			block(key)
+		}
+		if now.Before(e.notBefore) {
+			earliest(e.notBefore)
+			continue
+		}
+		g.tokens++
+		e.attempt++
+		e.owner, e.token, e.notBefore = r, g.tokens, time.Time{}
+		if ackTimeout > 0 {
+			e.deadline = now.Add(ackTimeout)
+		}
+		out = append(out, &mbdriver.Message{
+			ID:           e.msg.id,
+			Headers:      maps.Clone(e.msg.headers),
+			Body:         cloneBytes(e.msg.body),
+			PartitionKey: key,
+			Topic:        e.msg.topic,
+			Attempt:      e.attempt,
+			PublishedAt:  e.msg.publishedAt,
+			AckID:        &ackID{g: g, e: e, token: e.token},
+		})
+	}
+	if released && len(out) == max {
+		// Others may take what timed out and r could not.
+		g.broadcast()
+	}
+	return out, wake
+}
+
+// entry is one message in one group.
+type entry struct {
+	msg       *storedMsg
+	acked     bool
+	attempt   int       // deliveries so far
+	owner     *receiver // receiver holding it in flight, nil when not in flight
+	token     uint64    // delivery token of the current/last delivery
+	deadline  time.Time // ack timeout of the current delivery, zero for none
+	notBefore time.Time // not delivered before (nack delay)
+}
+
+// storedMsg is an immutable published message, shared by groups.
+type storedMsg struct {
+	id          string
+	headers     map[string]string
+	body        []byte
+	key         string
+	topic       string
+	publishedAt time.Time
+}
+
+// ackID is Message.AckID.
+type ackID struct {
+	g     *group
+	e     *entry
+	token uint64
+}
+
+type receiver struct {
+	t    *Transport
+	g    *group
+	done chan struct{} // closed by Close
+
+	closed bool // guarded by t.b.mu
+}
+
+// Receive implements [mbdriver.Receiver]. max must be positive.
+func (r *receiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("mbmem: receive: max is %d, must be positive", max)
+	}
+	b := r.t.b
+	for {
+		b.mu.Lock()
+		if r.closed {
+			b.mu.Unlock()
+			return nil, mbdriver.ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			b.mu.Unlock()
+			return nil, err
+		}
+		out, wake := r.g.take(r, max, b.ackTimeout)
+		r.g.compact()
+		signal := r.g.signal
+		b.mu.Unlock()
+		if len(out) > 0 {
+			return out, nil
+		}
+		var timeout <-chan time.Time
+		var timer *time.Timer
+		if !wake.IsZero() {
+			timer = time.NewTimer(time.Until(wake))
+			timeout = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-r.done:
+		case <-signal:
+		case <-timeout:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// Ack implements [mbdriver.Receiver]: it removes msgs from their group,
+// whether still in flight or already made available again by an ack
+// timeout. Acking an already acked message does nothing. It returns
+// [mbdriver.ErrClosed] after Close, and an error for a message not
+// received from this broker (then nothing is acked).
+func (r *receiver) Ack(ctx context.Context, msgs []*mbdriver.Message) error {
+	return r.settle(msgs, func(g *group, a *ackID, now time.Time) {
+		e := a.e
+		if e.acked {
+			return
+		}
+		e.acked, e.owner = true, nil
+		g.acked++
+	})
+}
+
+// Nack implements [mbdriver.Receiver]: msgs still in flight from this
+// delivery are made available again after delay (at once when delay <= 0).
+// A message already acked, or redelivered since, is left alone.
+func (r *receiver) Nack(ctx context.Context, msgs []*mbdriver.Message, delay time.Duration) error {
+	return r.settle(msgs, func(g *group, a *ackID, now time.Time) {
+		e := a.e
+		if e.acked || e.owner == nil || e.token != a.token {
+			return
+		}
+		e.owner, e.deadline = nil, time.Time{}
+		if delay > 0 {
+			e.notBefore = now.Add(delay)
+		}
+	})
+}
+
+func (r *receiver) settle(msgs []*mbdriver.Message, f func(*group, *ackID, time.Time)) error {
+	ids := make([]*ackID, len(msgs))
+	for i, m := range msgs {
+		var a *ackID
+		if m != nil {
+			a, _ = m.AckID.(*ackID)
+		}
+		if a == nil || a.g != r.g {
+			return fmt.Errorf("mbmem: message %d was not received from this receiver's group", i)
+		}
+		ids[i] = a
+	}
+	b := r.t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.closed {
+		return mbdriver.ErrClosed
+	}
+	now := time.Now()
+	for _, a := range ids {
+		f(r.g, a, now)
+	}
+	if len(ids) > 0 {
+		r.g.broadcast()
+	}
+	return nil
+}
+
+// Close implements [mbdriver.Receiver]: the receiver's unacked messages are
+// available to its group again at once, a blocked Receive returns
+// [mbdriver.ErrClosed]. It may be called concurrently with Receive, and is
+// idempotent.
+func (r *receiver) Close() error {
+	b := r.t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r.closeLocked()
+	return nil
+}
+
+// closeLocked closes r. b.mu is held.
+func (r *receiver) closeLocked() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	close(r.done)
+	delete(r.t.receivers, r)
+	for _, e := range r.g.entries {
+		if e.owner == r {
+			e.owner, e.deadline = nil, time.Time{}
+		}
+	}
+	r.g.broadcast()
+}
+
+// parsePattern validates and splits a pattern.
+func parsePattern(p string) ([]string, error) {
+	segs := strings.Split(p, ".")
+	for i, s := range segs {
+		switch {
+		case s == "":
+			return nil, fmt.Errorf("mbmem: subscribe: pattern %q has an empty segment", p)
+		case s == ">" && i != len(segs)-1:
+			return nil, fmt.Errorf("mbmem: subscribe: pattern %q: \">\" is only allowed as the last segment", p)
+		case s != "*" && s != ">" && strings.ContainsAny(s, "*>"):
+			return nil, fmt.Errorf("mbmem: subscribe: pattern %q: \"*\" and \">\" must be whole segments", p)
+		}
+	}
+	return segs, nil
+}
+
+// matchPattern reports whether the topic segments match the pattern.
+func matchPattern(pat, topic []string) bool {
+	for i, p := range pat {
+		if p == ">" {
+			return len(topic) > i
+		}
+		if i >= len(topic) || (p != "*" && p != topic[i]) {
+			return false
+		}
+	}
+	return len(pat) == len(topic)
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
+}

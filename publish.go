@@ -1,0 +1,233 @@
+package mb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/mb-go/mb/mbdriver"
+)
+
+// DefaultMaxBatch is the batch size used when [PublisherOptions.MaxBatch]
+// is zero.
+const DefaultMaxBatch = 100
+
+// PublisherOptions configure a [Publisher]. The zero value, or nil, gives
+// the defaults.
+type PublisherOptions struct {
+	// Codec encodes message payloads. Nil means [JSONCodec].
+	Codec Codec
+	// Router maps message names to topics. Nil means [DefaultRouter].
+	Router Router
+	// Source is the CloudEvents source of the published messages, such as
+	// "/orders". Empty means the [RegistryOptions.Source] of the registry;
+	// one of the two is required.
+	Source string
+	// MaxBatch is the largest number of messages handed to the driver in
+	// one Publish call. Zero means DefaultMaxBatch.
+	MaxBatch int
+	// Retry says how often and how patiently a failed driver Publish is
+	// tried again. Only retryable errors are retried: Retry.Retryable
+	// when set, otherwise the driver's IsRetryable method when it has one
+	// (every [mbdriver.Driver] does), otherwise [IsRetryable]. Zero
+	// fields take the defaults of [RetryOptions] (3 attempts, 10ms
+	// initial backoff, 1s maximum).
+	Retry RetryOptions
+}
+
+// Publisher publishes events to a transport: the portable half of
+// cross-process delivery that every driver shares. It encodes each event in
+// an [Envelope] with the [Registry], routes it to a topic, batches per
+// topic and retries transient driver errors with backoff.
+//
+// A Publisher is safe for concurrent use. It does not own the driver it is
+// given: [Publisher.Close] does not close it.
+//
+// Publishing is not transactional: an event published from a handler whose
+// unit of work later rolls back has been sent anyway. Use an outbox for
+// events that must leave if and only if the business transaction commits.
+type Publisher struct {
+	d        mbdriver.Publisher
+	reg      *Registry
+	codec    Codec
+	route    Router
+	source   string
+	maxBatch int
+	retry    RetryOptions
+	closed   atomic.Bool
+}
+
+// NewPublisher returns a Publisher that encodes with reg and sends through
+// d. It returns all problems with its arguments joined, each naming the
+// field and the fix: a nil d or reg, a negative MaxBatch, invalid Retry
+// options, or no CloudEvents source in either opts.Source or the registry.
+func NewPublisher(d mbdriver.Publisher, reg *Registry, opts *PublisherOptions) (*Publisher, error) {
+	var o PublisherOptions
+	if opts != nil {
+		o = *opts
+	}
+	var errs []error
+	if d == nil {
+		errs = append(errs, errors.New("mb: NewPublisher: the driver is nil; pass an mbdriver.Publisher"))
+	}
+	if reg == nil {
+		errs = append(errs, errors.New("mb: NewPublisher: the registry is nil; create one with NewRegistry"))
+	}
+	if o.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("mb: PublisherOptions.MaxBatch is %d; use 0 for the default (%d) or a positive size", o.MaxBatch, DefaultMaxBatch))
+	}
+	if o.Source != "" {
+		if err := checkValue(attrSource, o.Source); err != nil {
+			errs = append(errs, fmt.Errorf("mb: PublisherOptions.Source: %w", err))
+		}
+	} else if reg != nil && reg.opts.Source == "" {
+		errs = append(errs, errors.New("mb: PublisherOptions.Source is empty and the registry has no RegistryOptions.Source; set one of them to the CloudEvents source of this service, e.g. \"/orders\""))
+	}
+	retryable := o.Retry.Retryable
+	if retryable == nil {
+		if r, ok := d.(interface{ IsRetryable(error) bool }); ok {
+			retryable = r.IsRetryable
+		}
+	}
+	retry, err := o.Retry.withDefaults()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("mb: PublisherOptions.Retry: %w", err))
+	}
+	if retryable != nil {
+		retry.Retryable = retryable
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if o.Codec == nil {
+		o.Codec = JSONCodec{}
+	}
+	if o.Router == nil {
+		o.Router = DefaultRouter
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	return &Publisher{
+		d: d, reg: reg, codec: o.Codec, route: o.Router, source: o.Source,
+		maxBatch: o.MaxBatch, retry: retry,
+	}, nil
+}
+
+// Publish encodes events and sends them, grouped by topic in the order
+// each topic first appears, each topic's messages in the order given, in
+// batches of at most MaxBatch. It returns when the driver has accepted all
+// of them, or with the first error; messages of earlier batches may have
+// been sent then, and a retried batch may be sent twice (delivery is at
+// least once; consumers de-duplicate by id with an [Inbox]).
+//
+// Each event gets a new id. Inside a handler, its correlation id is that of
+// the message being handled and its causation id that message's id (see
+// [MetadataFrom]); outside, its correlation id is the one set with
+// [WithCorrelationID], or its own id. The partition key comes from the
+// event's PartitionKey() string method, if it has one.
+//
+// All events are encoded before anything is sent: an event that cannot be
+// encoded (unregistered, too large, a codec error) fails Publish and
+// nothing is sent. Publish retries errors the driver reports as retryable,
+// with exponential backoff and jitter, and gives up when ctx is done.
+func (p *Publisher) Publish(ctx context.Context, events ...any) error {
+	if p == nil {
+		return fmt.Errorf("%w: Publish on a nil *Publisher", ErrInvalidArgument)
+	}
+	if ctx == nil {
+		return fmt.Errorf("%w: Publish with a nil context", ErrInvalidArgument)
+	}
+	if p.closed.Load() {
+		return fmt.Errorf("mb: Publish after Close: %w", mbdriver.ErrClosed)
+	}
+	var corr, cause string
+	if md, ok := MetadataFrom(ctx); ok {
+		corr, cause = md.CorrelationID, md.ID
+	} else if id, ok := ctx.Value(correlationKey{}).(string); ok {
+		corr = id
+	}
+	type batch struct {
+		topic string
+		msgs  []*mbdriver.Message
+	}
+	var topics []*batch
+	byTopic := map[string]*batch{}
+	for i, ev := range events {
+		attrs := Envelope{ID: NewID(), Source: p.source, CorrelationID: corr, CausationID: cause}
+		if attrs.CorrelationID == "" {
+			attrs.CorrelationID = attrs.ID
+		}
+		env, err := p.reg.Encode(ev, p.codec, &attrs)
+		if err != nil {
+			return fmt.Errorf("mb: Publish: event %d (%T): %w", i, ev, err)
+		}
+		topic := p.route(env.Type)
+		if topic == "" {
+			return fmt.Errorf("%w: Publish: the Router maps %q to an empty topic", ErrInvalidArgument, env.Type)
+		}
+		b := byTopic[topic]
+		if b == nil {
+			b = &batch{topic: topic}
+			byTopic[topic] = b
+			topics = append(topics, b)
+		}
+		b.msgs = append(b.msgs, &mbdriver.Message{
+			ID: env.ID, Headers: env.ToHeaders(), Body: env.Data, PartitionKey: env.PartitionKey,
+		})
+	}
+	for _, b := range topics {
+		for start := 0; start < len(b.msgs); start += p.maxBatch {
+			chunk := b.msgs[start:min(start+p.maxBatch, len(b.msgs))]
+			if err := p.send(ctx, b.topic, chunk); err != nil {
+				return fmt.Errorf("mb: Publish: %d message(s) to topic %q: %w", len(chunk), b.topic, err)
+			}
+		}
+	}
+	return nil
+}
+
+// send hands one batch to the driver, retrying retryable errors.
+func (p *Publisher) send(ctx context.Context, topic string, msgs []*mbdriver.Message) error {
+	for n := 1; ; n++ {
+		err := p.d.Publish(ctx, topic, msgs)
+		if err == nil {
+			return nil
+		}
+		if n >= p.retry.MaxAttempts || !p.retry.Retryable(err) {
+			if n > 1 {
+				return fmt.Errorf("after %d attempts: %w", n, err)
+			}
+			return err
+		}
+		if werr := sleepCtx(ctx, p.retry.backoff(n)); werr != nil {
+			return errors.Join(err, werr)
+		}
+	}
+}
+
+// Close marks the Publisher closed: Publish then returns an error wrapping
+// [mbdriver.ErrClosed]. It closes nothing it does not own — in particular
+// not the driver, which the caller created and closes. Close is idempotent
+// and returns nil.
+func (p *Publisher) Close() error {
+	p.closed.Store(true)
+	return nil
+}
+
+// sleepCtx waits for d or until ctx is done, returning ctx's cause then.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
