@@ -90,8 +90,9 @@ type Publisher interface {
 	// accepted. It neither keeps nor modifies msgs. Safe for concurrent use.
 	Publish(ctx context.Context, topic string, msgs []*Message) error
 	// Close releases the publisher's resources and, for a Driver, closes
-	// the receivers it opened. Publish, Subscribe, Receive, Ack and Nack
-	// after Close return ErrClosed. Close is idempotent.
+	// the receivers it opened. Publish, Subscribe and Receive after Close
+	// return ErrClosed; Ack and Nack may still succeed or return
+	// ErrClosed. Close is idempotent.
 	Close() error
 }
 
@@ -138,9 +139,10 @@ type Receiver interface {
 	// Nack returns msgs for redelivery, after delay where the driver
 	// supports DelayedDelivery (otherwise as soon as the broker does).
 	Nack(ctx context.Context, msgs []*Message, delay time.Duration) error
-	// Close stops receiving and wakes a blocked Receive. Unacked messages
-	// are redelivered later by persistent drivers; ack before closing.
-	// Close is idempotent.
+	// Close stops receiving and wakes a blocked Receive (at once, or
+	// within the driver's documented poll interval). Unacked messages are
+	// redelivered later by persistent drivers; ack before closing. Close
+	// is idempotent.
 	Close() error
 }
 

@@ -1,0 +1,156 @@
+package mbredis_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/mb-go/mb"
+	"github.com/mb-go/mb/mbdriver"
+	"github.com/mb-go/mb/mbredis"
+)
+
+// TestDiatorPublish publishes in FormatDiator and checks, with a plain
+// go-redis subscriber doing what Diator's consumer does (PSUBSCRIBE
+// "<prefix>:*"), the channel name and the exact JSON.
+func TestDiatorPublish(t *testing.T) {
+	c := newClient(t)
+	p := prefix(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	chanPrefix := p + mbredis.DiatorChannelPrefix
+	ps := c.PSubscribe(ctx, globEscape(chanPrefix)+":*")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: mbredis.FormatDiator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const id = "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b"
+	msgs := []*mbdriver.Message{
+		{
+			ID:      id,
+			Headers: map[string]string{"ce-type": "UserJoined", "ce-id": id, "ce-source": "/meetings"},
+			Body:    []byte(`{ "user_id": 987, "room": "<a&b>" }`),
+		},
+		{
+			ID:      "second",
+			Headers: map[string]string{"ce-type": "RoomClosed", mbredis.HeaderDiatorMessageType: mbredis.DiatorECSTEvent},
+			Body:    []byte(`{}`),
+		},
+	}
+	if err := d.Publish(ctx, chanPrefix, msgs); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ channel, payload string }{
+		{chanPrefix + ":notification_event:" + id,
+			`{"message_type":"notification_event","message_name":"UserJoined","message_id":"` + id + `","payload":{"user_id":987,"room":"<a&b>"}}`},
+		{chanPrefix + ":ecst_event:second",
+			`{"message_type":"ecst_event","message_name":"RoomClosed","message_id":"second","payload":{}}`},
+	}
+	for _, w := range want {
+		m, err := ps.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Channel != w.channel {
+			t.Errorf("channel = %q, want %q", m.Channel, w.channel)
+		}
+		if m.Payload != w.payload {
+			t.Errorf("payload = %s\nwant      %s", m.Payload, w.payload)
+		}
+		var v map[string]any
+		if err := json.Unmarshal([]byte(m.Payload), &v); err != nil {
+			t.Errorf("payload is not JSON: %v", err)
+		}
+	}
+
+	// Messages Diator cannot represent are refused.
+	for _, bad := range []*mbdriver.Message{
+		{ID: "x", Body: []byte(`{}`)}, // no ce-type
+		{ID: "x", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`[1]`)},
+		{ID: "", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`{}`)},
+		{ID: "a:b", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`{}`)},
+	} {
+		if err := d.Publish(ctx, chanPrefix, []*mbdriver.Message{bad}); err == nil {
+			t.Errorf("Publish(%+v) = nil, want an error", bad)
+		}
+	}
+}
+
+// TestDiatorReceive receives what a Diator producer publishes (a raw
+// PUBLISH) and turns it into a valid mb envelope.
+func TestDiatorReceive(t *testing.T) {
+	c := newClient(t)
+	p := prefix(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{KeyPrefix: p, Format: mbredis.FormatDiator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r, err := d.Subscribe(ctx, mbdriver.Subscription{Topic: "python_diator_channel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	const id = "82a0b10e-1b3d-4c3c-9bdd-3934f8f824c2"
+	payload := `{"message_type":"notification_event","message_name":"UserJoinedNotificationEvent","message_id":"` + id + `","payload":{"event_id":"` + id + `","user_id":987}}`
+	if err := c.Publish(ctx, p+"python_diator_channel:notification_event:"+id, payload).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Publish(ctx, p+"python_diator_channel:notification_event:x", "not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var got []*mbdriver.Message
+	for len(got) < 2 {
+		msgs, err := r.Receive(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, msgs...)
+	}
+	m := got[0]
+	if m.ID != id || m.Topic != "python_diator_channel" || string(m.Body) != `{"event_id":"`+id+`","user_id":987}` ||
+		m.Headers[mbredis.HeaderDiatorMessageType] != "notification_event" {
+		t.Errorf("received %+v", m)
+	}
+	env, err := mb.EnvelopeFromHeaders(m.Headers, m.Body)
+	if err != nil {
+		t.Fatalf("EnvelopeFromHeaders: %v", err)
+	}
+	if env.Type != "UserJoinedNotificationEvent" || env.ID != id || env.Source != mbredis.DefaultDiatorSource {
+		t.Errorf("envelope %+v", env)
+	}
+	if bad := got[1]; bad.Headers[mbredis.HeaderFrameError] == "" || string(bad.Body) != "not json" {
+		t.Errorf("undecodable payload received as %+v", bad)
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	c := newClientNoPing(t)
+	if _, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{Block: -1, ClaimMinIdle: -1, MaxLen: -1}); err == nil {
+		t.Error("NewStreams with negative options: nil error")
+	} else {
+		t.Log(err)
+	}
+	if _, err := mbredis.NewStreams(nil, nil); err == nil {
+		t.Error("NewStreams(nil): nil error")
+	}
+	if _, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: 7, DiatorMessageType: "a:b", ChannelSize: -1}); err == nil {
+		t.Error("NewPubSub with invalid options: nil error")
+	} else {
+		t.Log(err)
+	}
+	if _, err := mbredis.NewPubSub(c, nil); err != nil {
+		t.Errorf("NewPubSub(c, nil): %v", err)
+	}
+}

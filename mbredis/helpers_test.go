@@ -1,0 +1,109 @@
+package mbredis_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	envRedisURL         = "MB_TEST_REDIS_URL"
+	envRequireServices  = "MB_REQUIRE_SERVICES"
+	defaultTestRedisURL = "redis://127.0.0.1:6379/0"
+)
+
+// runPrefix isolates this test run's keys and channels.
+var runPrefix = "mbtest:" + randHex(4) + ":"
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func redisURL() string {
+	if u := os.Getenv(envRedisURL); u != "" {
+		return u
+	}
+	return defaultTestRedisURL
+}
+
+// unavailable skips the test, or fails it when MB_REQUIRE_SERVICES=1.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(envRequireServices) == "1" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// newClient returns a client of the test Redis, closed at the end of the
+// test, or skips the test when Redis is unreachable.
+func newClient(t testing.TB) *redis.Client {
+	t.Helper()
+	u := redisURL()
+	opts, err := redis.ParseURL(u)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", envRedisURL, u, err)
+	}
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		unavailable(t, "Redis at %s is unreachable (%v); set %s to a reachable Redis, e.g. redis://127.0.0.1:6379/0", u, err, envRedisURL)
+	}
+	return c
+}
+
+// prefix returns a key prefix unique to t, whose keys are deleted at the
+// end of the test.
+func prefix(t testing.TB, c *redis.Client) string {
+	t.Helper()
+	p := runPrefix + randHex(4) + ":"
+	t.Cleanup(func() { deleteKeys(t, c, p) })
+	return p
+}
+
+func deleteKeys(t testing.TB, c *redis.Client, p string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	iter := c.Scan(ctx, 0, globEscape(p)+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Logf("cleanup: SCAN %s*: %v", p, err)
+		return
+	}
+	if len(keys) > 0 {
+		if err := c.Del(ctx, keys...).Err(); err != nil {
+			t.Logf("cleanup: DEL: %v", err)
+		}
+	}
+}
+
+func globEscape(s string) string {
+	out := make([]byte, 0, len(s))
+	for _, c := range []byte(s) {
+		switch c {
+		case '*', '?', '[', ']', '\\':
+			out = append(out, '\\')
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// newClientNoPing returns a client that is never used to connect.
+func newClientNoPing(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}

@@ -1,0 +1,492 @@
+package mbredis
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mb-go/mb/mbdriver"
+	"github.com/redis/go-redis/v9"
+)
+
+// Format is how [PubSub] lays out a message on a channel.
+type Format int
+
+const (
+	// FormatFrame publishes each message as one frame of [EncodeFrame] on
+	// channel KeyPrefix+topic. It carries the ID, partition key, headers
+	// and body unchanged.
+	FormatFrame Format = iota
+
+	// FormatDiator publishes in the wire format of the Python libraries
+	// Diator and python-cqrs (their RedisMessageBroker): the JSON object
+	//
+	//	{"message_type":"<type>","message_name":"<name>","message_id":"<id>","payload":<body>}
+	//
+	// on channel KeyPrefix+topic+":"+<type>+":"+<id>, where the topic plays
+	// the part of Diator's channel_prefix (by default
+	// [DiatorChannelPrefix]). <type> is the message's
+	// [HeaderDiatorMessageType] header, or PubSubOptions.DiatorMessageType;
+	// <name> is its "ce-type" header (the mb message name); <id> is its ID;
+	// the body must be a JSON object. Other headers and the partition key
+	// are not carried.
+	//
+	// Subscribing to topic listens to pattern KeyPrefix+topic+":*" (a
+	// Diator consumer's PSUBSCRIBE). A received object becomes a Message
+	// with ID message_id, Body payload, and headers "ce-id", "ce-type"
+	// (message_name), "ce-specversion" ("1.0"), "ce-source"
+	// (PubSubOptions.DiatorSource), "content-type" ("application/json") and
+	// [HeaderDiatorMessageType] (message_type), so that mb decodes it as
+	// any other envelope.
+	FormatDiator
+)
+
+func (f Format) String() string {
+	switch f {
+	case FormatFrame:
+		return "FormatFrame"
+	case FormatDiator:
+		return "FormatDiator"
+	}
+	return fmt.Sprintf("Format(%d)", int(f))
+}
+
+const (
+	// DiatorChannelPrefix is the default channel prefix of Diator's
+	// RedisMessageBroker: the topic to publish to for a Diator consumer
+	// with default settings.
+	DiatorChannelPrefix = "python_diator_channel"
+
+	// DiatorNotificationEvent and DiatorECSTEvent are the message types of
+	// Diator's NotificationEvent and ECSTEvent.
+	DiatorNotificationEvent = "notification_event"
+	DiatorECSTEvent         = "ecst_event"
+
+	// HeaderDiatorMessageType is the header that holds a message's Diator
+	// message_type, in both directions, with [FormatDiator].
+	HeaderDiatorMessageType = "diator-message-type"
+
+	// HeaderFrameError is set on a received message whose channel payload
+	// could not be decoded (a frame of another format, a foreign
+	// publisher): its Body is the raw payload, its ID empty, and this
+	// header says what was wrong, so that the consumer runtime treats it as
+	// an undecodable message.
+	HeaderFrameError = "mbredis-frame-error"
+
+	// DefaultDiatorSource is the default of PubSubOptions.DiatorSource.
+	DefaultDiatorSource = "/diator"
+)
+
+// PubSubOptions configures [NewPubSub]. The zero value (or nil) means the
+// defaults.
+type PubSubOptions struct {
+	// KeyPrefix is put before every topic to make the channel name.
+	KeyPrefix string
+
+	// Format is the message layout on the channel: [FormatFrame] (the
+	// default) or [FormatDiator].
+	Format Format
+
+	// DiatorMessageType is the Diator message_type of published messages
+	// without a [HeaderDiatorMessageType] header (default
+	// [DiatorNotificationEvent]). It must not contain ':'.
+	DiatorMessageType string
+
+	// DiatorSource is the "ce-source" header given to messages received in
+	// FormatDiator, which have no source (default [DefaultDiatorSource]).
+	DiatorSource string
+
+	// ChannelSize is the number of received messages a receiver buffers
+	// between the connection and Receive (default 100). When the buffer
+	// stays full, go-redis drops messages.
+	ChannelSize int
+}
+
+func (o *PubSubOptions) withDefaults() (PubSubOptions, error) {
+	var r PubSubOptions
+	if o != nil {
+		r = *o
+	}
+	var errs []error
+	if r.Format != FormatFrame && r.Format != FormatDiator {
+		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.Format is %v; use FormatFrame or FormatDiator", r.Format))
+	}
+	if strings.Contains(r.DiatorMessageType, ":") {
+		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.DiatorMessageType %q contains ':', which separates the parts of a Diator channel name; remove it", r.DiatorMessageType))
+	}
+	if r.ChannelSize < 0 {
+		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.ChannelSize is %d; use a positive size, or 0 for the default", r.ChannelSize))
+	}
+	if r.DiatorMessageType == "" {
+		r.DiatorMessageType = DiatorNotificationEvent
+	}
+	if r.DiatorSource == "" {
+		r.DiatorSource = DefaultDiatorSource
+	}
+	if r.ChannelSize == 0 {
+		r.ChannelSize = 100
+	}
+	return r, errors.Join(errs...)
+}
+
+// PubSub is an [mbdriver.Driver] over Redis Pub/Sub: a topic is a channel.
+//
+// Delivery is at most once: a message published while no subscriber
+// listens, or while a subscriber is disconnected, is lost; there are no
+// acknowledgements, so Ack and Nack do nothing. Every subscriber receives
+// every message (a Subscription's Group and Consumer are ignored). PubSub
+// declares AtMostOnce and Patterns: with Subscription.Pattern the topic is
+// a Redis glob pattern (PSUBSCRIBE: "*", "?", "[...]"), after KeyPrefix,
+// which is matched literally. Receivers reconnect and resubscribe by
+// themselves after a lost connection.
+//
+// Pub/Sub messages have no headers, so each message is one payload in the
+// configured [Format]. A PubSub is safe for concurrent use. It does not own
+// the client: Close closes its receivers but leaves the client open.
+type PubSub struct {
+	client redis.UniversalClient
+	opts   PubSubOptions
+
+	mu        sync.Mutex
+	closed    bool
+	receivers map[*pubsubReceiver]struct{}
+}
+
+var _ mbdriver.Driver = (*PubSub)(nil)
+
+// NewPubSub returns a PubSub driver over client with opts (nil means the
+// defaults). It returns an error naming every invalid option.
+func NewPubSub(client redis.UniversalClient, opts *PubSubOptions) (*PubSub, error) {
+	o, err := opts.withDefaults()
+	if client == nil {
+		err = errors.Join(errors.New("mbredis: NewPubSub: client is nil; pass a *redis.Client, *redis.ClusterClient or other redis.UniversalClient"), err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &PubSub{client: client, opts: o, receivers: make(map[*pubsubReceiver]struct{})}, nil
+}
+
+// Capabilities returns AtMostOnce and Patterns.
+func (p *PubSub) Capabilities() mbdriver.Capabilities {
+	return mbdriver.Capabilities{AtMostOnce: true, Patterns: true}
+}
+
+// IsRetryable reports whether err is transient; see [Streams.IsRetryable].
+func (p *PubSub) IsRetryable(err error) bool { return isRetryable(err) }
+
+// As sets i to the client; see [Streams.As].
+func (p *PubSub) As(i any) bool { return asClient(p.client, i) }
+
+func (p *PubSub) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// Publish sends msgs to topic with one PUBLISH each, all in one pipeline
+// (one round trip), in the configured Format. It returns when Redis has
+// accepted them, whether or not anyone listens.
+func (p *PubSub) Publish(ctx context.Context, topic string, msgs []*mbdriver.Message) error {
+	if p.isClosed() {
+		return mbdriver.ErrClosed
+	}
+	if topic == "" {
+		return errors.New("mbredis: Publish: topic is empty")
+	}
+	channels := make([]string, len(msgs))
+	payloads := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		if m == nil {
+			return fmt.Errorf("mbredis: Publish: message %d is nil", i)
+		}
+		var err error
+		channels[i], payloads[i], err = p.encode(topic, m)
+		if err != nil {
+			return fmt.Errorf("mbredis: Publish: message %d (id %q): %w", i, m.ID, err)
+		}
+	}
+	switch len(msgs) {
+	case 0:
+		return nil
+	case 1:
+		return p.client.Publish(ctx, channels[0], payloads[0]).Err()
+	}
+	_, err := p.client.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		for i := range msgs {
+			pl.Publish(ctx, channels[i], payloads[i])
+		}
+		return nil
+	})
+	return err
+}
+
+func (p *PubSub) encode(topic string, m *mbdriver.Message) (channel string, payload []byte, err error) {
+	if p.opts.Format == FormatFrame {
+		return p.opts.KeyPrefix + topic, EncodeFrame(m), nil
+	}
+	typ := header(m.Headers, HeaderDiatorMessageType)
+	if typ == "" {
+		typ = p.opts.DiatorMessageType
+	}
+	payload, err = EncodeDiator(typ, header(m.Headers, "ce-type"), m.ID, m.Body)
+	if err != nil {
+		return "", nil, err
+	}
+	return p.opts.KeyPrefix + topic + ":" + typ + ":" + m.ID, payload, nil
+}
+
+// header returns h[name], or the value of a name differing only in case.
+func header(h map[string]string, name string) string {
+	if v, ok := h[name]; ok {
+		return v
+	}
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		if strings.EqualFold(k, name) {
+			return h[k]
+		}
+	}
+	return ""
+}
+
+// diatorMessage is the JSON object of Diator's Message dataclass, fields in
+// its order.
+type diatorMessage struct {
+	MessageType string          `json:"message_type"`
+	MessageName string          `json:"message_name"`
+	MessageID   string          `json:"message_id"`
+	Payload     json.RawMessage `json:"payload"`
+}
+
+// EncodeDiator returns the JSON that Diator's RedisMessageBroker publishes
+// for a message of messageType (such as [DiatorNotificationEvent]) named
+// messageName, with id messageID and JSON object payload, compact as
+// Python's orjson writes it. It returns an error when a string is empty,
+// messageType or messageID contains ':', or payload is not a JSON object.
+func EncodeDiator(messageType, messageName, messageID string, payload []byte) ([]byte, error) {
+	var errs []error
+	if messageType == "" || strings.Contains(messageType, ":") {
+		errs = append(errs, fmt.Errorf("diator message_type %q must be non-empty and without ':'", messageType))
+	}
+	if messageName == "" {
+		errs = append(errs, errors.New("diator message_name is empty; set the \"ce-type\" header to the message name"))
+	}
+	if messageID == "" || strings.Contains(messageID, ":") {
+		errs = append(errs, fmt.Errorf("diator message_id %q must be non-empty and without ':'", messageID))
+	}
+	if t := bytes.TrimLeft(payload, " \t\r\n"); len(t) == 0 || t[0] != '{' || !json.Valid(payload) {
+		errs = append(errs, errors.New("diator payload must be a JSON object"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(diatorMessage{messageType, messageName, messageID, payload}); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Subscribe subscribes to sub.Topic (SUBSCRIBE), or to the pattern
+// sub.Topic when sub.Pattern is set (PSUBSCRIBE; with FormatDiator,
+// followed by ":*"), and returns once Redis has confirmed the
+// subscription: messages published after that are received. sub.Group and
+// sub.Consumer are ignored.
+func (p *PubSub) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	if p.isClosed() {
+		return nil, mbdriver.ErrClosed
+	}
+	if sub.Topic == "" {
+		return nil, errors.New("mbredis: Subscribe: Subscription.Topic is empty; set the channel name or pattern")
+	}
+	r := &pubsubReceiver{d: p, topic: sub.Topic, pattern: sub.Pattern, closed: make(chan struct{})}
+	switch {
+	case p.opts.Format == FormatDiator && sub.Pattern:
+		r.ps = p.client.PSubscribe(ctx, globEscape(p.opts.KeyPrefix)+sub.Topic+":*")
+	case p.opts.Format == FormatDiator:
+		r.ps = p.client.PSubscribe(ctx, globEscape(p.opts.KeyPrefix+sub.Topic)+":*")
+	case sub.Pattern:
+		r.ps = p.client.PSubscribe(ctx, globEscape(p.opts.KeyPrefix)+sub.Topic)
+	default:
+		r.ps = p.client.Subscribe(ctx, p.opts.KeyPrefix+sub.Topic)
+	}
+	// Wait for the server's confirmation.
+	v, err := r.ps.Receive(ctx)
+	if err == nil {
+		if _, ok := v.(*redis.Subscription); !ok {
+			err = fmt.Errorf("mbredis: Subscribe: got %T instead of the subscription confirmation", v)
+		}
+	}
+	if err != nil {
+		_ = r.ps.Close()
+		return nil, err
+	}
+	r.ch = r.ps.Channel(redis.WithChannelSize(p.opts.ChannelSize))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		_ = r.ps.Close()
+		return nil, mbdriver.ErrClosed
+	}
+	p.receivers[r] = struct{}{}
+	return r, nil
+}
+
+// globEscape escapes the glob characters of s for PSUBSCRIBE.
+func globEscape(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		switch c {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// Close closes the receivers opened by p and makes Publish and Subscribe
+// return [mbdriver.ErrClosed]. It does not close the client. Close is
+// idempotent.
+func (p *PubSub) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	rs := slices.Collect(maps.Keys(p.receivers))
+	p.mu.Unlock()
+	var errs []error
+	for _, r := range rs {
+		errs = append(errs, r.Close())
+	}
+	return errors.Join(errs...)
+}
+
+type pubsubReceiver struct {
+	d       *PubSub
+	topic   string
+	pattern bool
+	ps      *redis.PubSub
+	ch      <-chan *redis.Message
+
+	closed    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Receive returns the messages received since the last call, waiting for
+// one if there is none.
+func (r *pubsubReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("mbredis: Receive: max is %d; it must be at least 1", max)
+	}
+	select {
+	case <-r.closed:
+		return nil, mbdriver.ErrClosed
+	default:
+	}
+	var out []*mbdriver.Message
+	select {
+	case m, ok := <-r.ch:
+		if !ok {
+			return nil, mbdriver.ErrClosed
+		}
+		out = append(out, r.message(m))
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-r.closed:
+		return nil, mbdriver.ErrClosed
+	}
+	for len(out) < max {
+		select {
+		case m, ok := <-r.ch:
+			if !ok {
+				return out, nil
+			}
+			out = append(out, r.message(m))
+		default:
+			return out, nil
+		}
+	}
+	return out, nil
+}
+
+// message decodes a channel message. A payload that does not decode is
+// returned raw, with HeaderFrameError.
+func (r *pubsubReceiver) message(pm *redis.Message) *mbdriver.Message {
+	topic := strings.TrimPrefix(pm.Channel, r.d.opts.KeyPrefix)
+	var (
+		m   *mbdriver.Message
+		err error
+	)
+	if r.d.opts.Format == FormatDiator {
+		// Strip ":<message_type>:<message_id>".
+		for range 2 {
+			if i := strings.LastIndexByte(topic, ':'); i >= 0 {
+				topic = topic[:i]
+			}
+		}
+		m, err = DecodeDiator([]byte(pm.Payload), r.d.opts.DiatorSource)
+	} else {
+		m, err = DecodeFrame([]byte(pm.Payload))
+	}
+	if err != nil {
+		m = &mbdriver.Message{Body: []byte(pm.Payload), Headers: map[string]string{HeaderFrameError: err.Error()}}
+	}
+	m.Topic = topic
+	return m
+}
+
+// DecodeDiator parses the JSON that Diator publishes (see [FormatDiator])
+// into a Message with ID message_id, Body payload and the CloudEvents
+// headers listed there, "ce-source" being source. It returns an error for
+// anything else and never panics.
+func DecodeDiator(b []byte, source string) (*mbdriver.Message, error) {
+	var dm diatorMessage
+	if err := json.Unmarshal(b, &dm); err != nil {
+		return nil, fmt.Errorf("mbredis: not a Diator message: %w", err)
+	}
+	if dm.MessageID == "" || dm.MessageName == "" || len(dm.Payload) == 0 {
+		return nil, errors.New("mbredis: not a Diator message: message_id, message_name or payload missing")
+	}
+	h := map[string]string{
+		"ce-id":                 dm.MessageID,
+		"ce-type":               dm.MessageName,
+		"ce-specversion":        "1.0",
+		"ce-source":             source,
+		"content-type":          "application/json",
+		HeaderDiatorMessageType: dm.MessageType,
+	}
+	return &mbdriver.Message{ID: dm.MessageID, Headers: h, Body: dm.Payload}, nil
+}
+
+// Ack does nothing: Pub/Sub has no acknowledgements.
+func (r *pubsubReceiver) Ack(context.Context, []*mbdriver.Message) error { return nil }
+
+// Nack does nothing: Pub/Sub cannot redeliver.
+func (r *pubsubReceiver) Nack(context.Context, []*mbdriver.Message, time.Duration) error {
+	return nil
+}
+
+// Close unsubscribes and closes the receiver's connection. Close is
+// idempotent.
+func (r *pubsubReceiver) Close() error {
+	r.closeOnce.Do(func() {
+		close(r.closed)
+		r.closeErr = r.ps.Close()
+		r.d.mu.Lock()
+		delete(r.d.receivers, r)
+		r.d.mu.Unlock()
+	})
+	return r.closeErr
+}

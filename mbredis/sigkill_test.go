@@ -1,0 +1,174 @@
+package mbredis_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mb-go/mb/mbdriver"
+	"github.com/mb-go/mb/mbredis"
+	"github.com/redis/go-redis/v9"
+)
+
+// The helper process of TestSigkillReclaim: the test binary re-executed
+// with these variables set.
+const (
+	helperEnv      = "MBREDIS_TEST_HELPER" // "receive-no-ack"
+	helperPrefix   = "MBREDIS_TEST_HELPER_PREFIX"
+	helperTopic    = "MBREDIS_TEST_HELPER_TOPIC"
+	helperGroup    = "MBREDIS_TEST_HELPER_GROUP"
+	helperCount    = "MBREDIS_TEST_HELPER_COUNT"
+	helperConsumer = "child"
+)
+
+// runHelper receives MBREDIS_TEST_HELPER_COUNT messages as consumer
+// "child" without acknowledging them, prints "received <n>", and then
+// hangs as if handling them, until it is killed.
+func runHelper() int {
+	if os.Getenv(helperEnv) != "receive-no-ack" {
+		fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", os.Getenv(helperEnv))
+		return 2
+	}
+	n, _ := strconv.Atoi(os.Getenv(helperCount))
+	opts, err := redis.ParseURL(redisURL())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	c := redis.NewClient(opts)
+	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: os.Getenv(helperPrefix), Block: 100 * time.Millisecond, ClaimMinIdle: time.Hour})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := d.Subscribe(ctx, mbdriver.Subscription{Topic: os.Getenv(helperTopic), Group: os.Getenv(helperGroup), Consumer: helperConsumer})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	got := 0
+	for got < n {
+		msgs, err := r.Receive(ctx, n-got)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		got += len(msgs)
+	}
+	fmt.Printf("received %d\n", got)
+	select {} // "handling": killed here
+}
+
+// TestSigkillReclaim: a consumer process receives messages without acking
+// them and is killed with SIGKILL; a second consumer of the group takes
+// its pending entries over (XAUTOCLAIM) and receives all of them.
+func TestSigkillReclaim(t *testing.T) {
+	const n = 20
+	c := newClient(t)
+	p := prefix(t, c)
+	topic, group := "orders", "billing"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.XGroupCreateMkStream(ctx, p+topic, group, "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: p, Block: testBlock, ClaimMinIdle: testClaimMinIdle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := map[string]bool{}
+	var msgs []*mbdriver.Message
+	for i := range n {
+		id := fmt.Sprintf("msg-%02d", i)
+		want[id] = true
+		msgs = append(msgs, &mbdriver.Message{ID: id, Body: []byte(id)})
+	}
+	if err := d.Publish(ctx, topic, msgs); err != nil {
+		t.Fatal(err)
+	}
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(),
+		helperEnv+"=receive-no-ack", helperPrefix+"="+p, helperTopic+"="+topic,
+		helperGroup+"="+group, helperCount+"="+strconv.Itoa(n), envRedisURL+"="+redisURL())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != fmt.Sprintf("received %d", n) {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	pending, err := c.XPending(ctx, p+topic, group).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pending.Count != n || pending.Consumers[helperConsumer] != n {
+		t.Fatalf("before the kill: pending %+v, want %d with %q", pending, n, helperConsumer)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed = true
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("helper exited normally, want killed")
+	}
+
+	r, err := d.Subscribe(ctx, mbdriver.Subscription{Topic: topic, Group: group, Consumer: "survivor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := map[string]bool{}
+	for len(got) < n {
+		msgs, err := r.Receive(ctx, n)
+		if err != nil {
+			t.Fatalf("Receive after %d of %d: %v", len(got), n, err)
+		}
+		for _, m := range msgs {
+			if !want[m.ID] || string(m.Body) != m.ID {
+				t.Errorf("unexpected message %+v", m)
+			}
+			if m.Attempt < 2 {
+				t.Errorf("message %s reclaimed with Attempt %d, want >= 2", m.ID, m.Attempt)
+			}
+			got[m.ID] = true
+		}
+		if err := r.Ack(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending, err = c.XPending(ctx, p+topic, group).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pending.Count != 0 {
+		t.Errorf("after reclaiming and acking: pending %+v, want none", pending)
+	}
+}

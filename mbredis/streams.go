@@ -1,0 +1,683 @@
+package mbredis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mb-go/mb/mbdriver"
+	"github.com/redis/go-redis/v9"
+)
+
+// Stream entry fields. A message is one stream entry: its ID in field
+// "id", its body in "body", its partition key (when set) in "pk", and each
+// header in a field named "h:" followed by the header name. Field values
+// are Redis strings and hold any bytes.
+const (
+	fieldID           = "id"
+	fieldBody         = "body"
+	fieldPartitionKey = "pk"
+	fieldHeaderPrefix = "h:"
+)
+
+// Defaults of [StreamsOptions].
+const (
+	DefaultBlock        = time.Second
+	DefaultClaimMinIdle = 30 * time.Second
+)
+
+// closeTimeout bounds the Redis commands a Receiver's Close sends.
+const closeTimeout = 2 * time.Second
+
+// StreamsOptions configures [NewStreams]. The zero value (or nil) means the
+// defaults.
+type StreamsOptions struct {
+	// KeyPrefix is put before every topic to make the stream key: the
+	// stream of topic "orders" is KeyPrefix+"orders". Empty by default.
+	KeyPrefix string
+
+	// Block is the longest one XREADGROUP call waits for new entries
+	// (default [DefaultBlock]). Receive is not interrupted in the middle of
+	// such a call, so it also bounds how late Receive notices that its
+	// context was cancelled (a context deadline is honoured exactly) and
+	// how long Close waits for a Receive in progress. Must not be negative.
+	Block time.Duration
+
+	// ClaimMinIdle is how long an entry stays delivered but unacknowledged
+	// before another consumer of the group may take it over with
+	// XAUTOCLAIM (default [DefaultClaimMinIdle]). It must be longer than
+	// the slowest handler, or entries still being handled are delivered a
+	// second time. It is also the longest delay Nack honours. Must not be
+	// negative.
+	ClaimMinIdle time.Duration
+
+	// MaxLen, when positive, trims every stream to about that many entries
+	// on each XADD ("MAXLEN ~"). Trimming removes the oldest entries
+	// whether or not every group has read or acknowledged them, so it must
+	// be large enough for the slowest group. Zero (the default) never
+	// trims. Must not be negative.
+	MaxLen int64
+}
+
+func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
+	var r StreamsOptions
+	if o != nil {
+		r = *o
+	}
+	var errs []error
+	if r.Block < 0 {
+		errs = append(errs, fmt.Errorf("mbredis: StreamsOptions.Block is %v; use a positive duration, or 0 for the default %v", r.Block, DefaultBlock))
+	}
+	if r.ClaimMinIdle < 0 {
+		errs = append(errs, fmt.Errorf("mbredis: StreamsOptions.ClaimMinIdle is %v; use a positive duration, or 0 for the default %v", r.ClaimMinIdle, DefaultClaimMinIdle))
+	}
+	if r.MaxLen < 0 {
+		errs = append(errs, fmt.Errorf("mbredis: StreamsOptions.MaxLen is %d; use a positive length, or 0 not to trim", r.MaxLen))
+	}
+	if r.Block == 0 {
+		r.Block = DefaultBlock
+	}
+	if r.Block < time.Millisecond {
+		r.Block = time.Millisecond
+	}
+	if r.ClaimMinIdle == 0 {
+		r.ClaimMinIdle = DefaultClaimMinIdle
+	}
+	return r, errors.Join(errs...)
+}
+
+// Streams is an [mbdriver.Driver] over Redis Streams: a topic is a stream,
+// a Subscription's Group is a consumer group, a message is a stream entry.
+//
+// Delivery is at least once. Subscribe creates the group (XGROUP CREATE
+// MKSTREAM, starting at "$") if it does not exist, so a group receives the
+// entries added after it was first created, also while none of its
+// receivers runs. Receive returns the entries a receiver took over with
+// XAUTOCLAIM (those idle for ClaimMinIdle: of a consumer that died, or
+// nacked) before new ones read with XREADGROUP; Ack is XACK.
+//
+// Nack does not copy the entry: it resets the entry's idle time with
+// XCLAIM ... IDLE so that it becomes claimable after the Nack delay (at
+// most ClaimMinIdle), and the next Receive of any consumer of the group
+// takes it over. The entry keeps its ID, so it is redelivered to this
+// group only, and its Redis delivery count, which is reported as
+// Message.Attempt.
+//
+// Streams declares Persistent, ConsumerGroups and Redelivery. It does not
+// declare OrderingPerKey: consumers of a group compete for entries without
+// regard to their partition key, and a redelivered entry comes after
+// entries added later. It does not declare DelayedDelivery (a Nack delay is
+// honoured only up to ClaimMinIdle), DeadLetter or Patterns.
+//
+// A Streams is safe for concurrent use. It does not own the client: Close
+// closes the receivers it opened but leaves the client open.
+type Streams struct {
+	client redis.UniversalClient
+	opts   StreamsOptions
+
+	mu        sync.Mutex
+	closed    bool
+	receivers map[*streamReceiver]struct{}
+}
+
+var _ mbdriver.Driver = (*Streams)(nil)
+
+// NewStreams returns a Streams driver over client with opts (nil means the
+// defaults). It returns an error naming every invalid option.
+func NewStreams(client redis.UniversalClient, opts *StreamsOptions) (*Streams, error) {
+	o, err := opts.withDefaults()
+	if client == nil {
+		err = errors.Join(errors.New("mbredis: NewStreams: client is nil; pass a *redis.Client, *redis.ClusterClient or other redis.UniversalClient"), err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Streams{client: client, opts: o, receivers: make(map[*streamReceiver]struct{})}, nil
+}
+
+// Capabilities returns Persistent, ConsumerGroups and Redelivery.
+func (s *Streams) Capabilities() mbdriver.Capabilities {
+	return mbdriver.Capabilities{Persistent: true, ConsumerGroups: true, Redelivery: true}
+}
+
+// IsRetryable reports whether err is transient: a network error, EOF, a
+// timeout, a pool timeout, or a LOADING, CLUSTERDOWN, TRYAGAIN, READONLY,
+// MASTERDOWN, MOVED, ASK, BUSY or max-clients reply.
+func (s *Streams) IsRetryable(err error) bool { return isRetryable(err) }
+
+// As sets i to the client if i is a *redis.UniversalClient, or a
+// **redis.Client, **redis.ClusterClient or **redis.Ring of the client's
+// concrete type.
+func (s *Streams) As(i any) bool { return asClient(s.client, i) }
+
+func (s *Streams) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Publish adds msgs to the stream of topic, in order, with one XADD each,
+// all sent in one pipeline (one round trip). Each entry holds the message's
+// ID, Body, PartitionKey and Headers (see the package documentation).
+// With MaxLen set, each XADD trims the stream approximately. On error some
+// of msgs may have been added.
+func (s *Streams) Publish(ctx context.Context, topic string, msgs []*mbdriver.Message) error {
+	if s.isClosed() {
+		return mbdriver.ErrClosed
+	}
+	if topic == "" {
+		return errors.New("mbredis: Publish: topic is empty")
+	}
+	for i, m := range msgs {
+		if m == nil {
+			return fmt.Errorf("mbredis: Publish: message %d is nil", i)
+		}
+	}
+	key := s.opts.KeyPrefix + topic
+	switch len(msgs) {
+	case 0:
+		return nil
+	case 1:
+		return s.client.XAdd(ctx, s.xaddArgs(key, msgs[0])).Err()
+	}
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range msgs {
+			p.XAdd(ctx, s.xaddArgs(key, m))
+		}
+		return nil
+	})
+	return err
+}
+
+func (s *Streams) xaddArgs(key string, m *mbdriver.Message) *redis.XAddArgs {
+	values := make([]any, 0, 6+2*len(m.Headers))
+	values = append(values, fieldID, m.ID, fieldBody, m.Body)
+	if m.PartitionKey != "" {
+		values = append(values, fieldPartitionKey, m.PartitionKey)
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
+		values = append(values, fieldHeaderPrefix+k, m.Headers[k])
+	}
+	a := &redis.XAddArgs{Stream: key, Values: values}
+	if s.opts.MaxLen > 0 {
+		a.MaxLen = s.opts.MaxLen
+		a.Approx = true
+	}
+	return a
+}
+
+// Subscribe creates sub.Group on the stream of sub.Topic if it does not
+// exist yet (XGROUP CREATE MKSTREAM with "$", BUSYGROUP ignored) and
+// returns a receiver for it. sub.Group is required; sub.Pattern is not
+// supported. When sub.Consumer is empty, a consumer name
+// "<hostname>-<pid>-<random>" is generated; such a consumer is removed from
+// the group by Close when it has no pending entries left.
+func (s *Streams) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	if s.isClosed() {
+		return nil, mbdriver.ErrClosed
+	}
+	var errs []error
+	if sub.Topic == "" {
+		errs = append(errs, errors.New("mbredis: Subscribe: Subscription.Topic is empty; set the stream name"))
+	}
+	if sub.Pattern {
+		errs = append(errs, errors.New("mbredis: Subscribe: Streams does not support pattern subscriptions (Capabilities.Patterns is false); subscribe to each stream"))
+	}
+	if sub.Group == "" {
+		errs = append(errs, errors.New("mbredis: Subscribe: Subscription.Group is empty; Redis Streams consumers need a consumer group"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	r := &streamReceiver{
+		d:        s,
+		key:      s.opts.KeyPrefix + sub.Topic,
+		topic:    sub.Topic,
+		group:    sub.Group,
+		consumer: sub.Consumer,
+		cursor:   "0-0",
+		closed:   make(chan struct{}),
+	}
+	if r.consumer == "" {
+		r.consumer = generateConsumerName()
+		r.generated = true
+	}
+	if err := r.createGroup(ctx, "$"); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, mbdriver.ErrClosed
+	}
+	s.receivers[r] = struct{}{}
+	return r, nil
+}
+
+// Close closes the receivers opened by s (see the Receiver's Close) and
+// makes Publish and Subscribe return [mbdriver.ErrClosed]. It does not
+// close the client. Close is idempotent.
+func (s *Streams) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	rs := slices.Collect(maps.Keys(s.receivers))
+	s.mu.Unlock()
+	var errs []error
+	for _, r := range rs {
+		errs = append(errs, r.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Streams) forget(r *streamReceiver) {
+	s.mu.Lock()
+	delete(s.receivers, r)
+	s.mu.Unlock()
+}
+
+func generateConsumerName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
+}
+
+// streamReceiver is the Receiver of Streams.
+type streamReceiver struct {
+	d         *Streams
+	key       string
+	topic     string
+	group     string
+	consumer  string
+	generated bool
+
+	closed    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	// recvMu is held by Receive and by Close, so that Close runs after
+	// the Receive in progress.
+	recvMu sync.Mutex
+
+	// mu guards the XAUTOCLAIM schedule, which Nack changes.
+	mu          sync.Mutex
+	nextClaim   time.Time // zero: claim at the first Receive
+	cursor      string    // XAUTOCLAIM start
+	resetCursor bool      // a Nack happened while claiming
+}
+
+func (r *streamReceiver) createGroup(ctx context.Context, start string) error {
+	err := r.d.client.XGroupCreateMkStream(ctx, r.key, r.group, start).Err()
+	if redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return nil
+	}
+	return err
+}
+
+func (r *streamReceiver) isClosed() bool {
+	select {
+	case <-r.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// claimInterval is how often a receiver looks for entries to take over.
+func (r *streamReceiver) claimInterval() time.Duration {
+	return max(r.d.opts.ClaimMinIdle/2, 10*time.Millisecond)
+}
+
+// Receive returns up to max entries: first those it takes over with
+// XAUTOCLAIM (looked for at the first call, every ClaimMinIdle/2, and when
+// a Nack delay ends), then new ones read with XREADGROUP BLOCK. A group
+// that disappeared (the stream was deleted, or the server lost its data)
+// is created again from the start of the stream. A ctx without deadline
+// is noticed within Block.
+func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("mbredis: Receive: max is %d; it must be at least 1", max)
+	}
+	if r.isClosed() {
+		return nil, mbdriver.ErrClosed
+	}
+	r.recvMu.Lock()
+	defer r.recvMu.Unlock()
+	for {
+		if r.isClosed() {
+			return nil, mbdriver.ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		r.mu.Lock()
+		due := !now.Before(r.nextClaim)
+		r.mu.Unlock()
+		if due {
+			msgs, err := r.claim(ctx, now, max)
+			if err != nil {
+				if isNoGroup(err) {
+					if err = r.createGroup(ctx, "0"); err == nil {
+						continue
+					}
+				}
+				return nil, r.ctxErr(ctx, err)
+			}
+			if len(msgs) > 0 {
+				return msgs, nil
+			}
+		}
+		block, ok := r.blockFor(ctx, now)
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-r.closed:
+				return nil, mbdriver.ErrClosed
+			}
+		}
+		res, err := r.d.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group:    r.group,
+			Consumer: r.consumer,
+			Streams:  []string{r.key, ">"},
+			Count:    int64(max),
+			Block:    block,
+		}).Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			if isNoGroup(err) {
+				if err = r.createGroup(ctx, "0"); err == nil {
+					continue
+				}
+			}
+			return nil, r.ctxErr(ctx, err)
+		}
+		var msgs []*mbdriver.Message
+		for _, st := range res {
+			for _, xm := range st.Messages {
+				msgs = append(msgs, r.message(xm, 1))
+			}
+		}
+		if r.isClosed() {
+			// Pending now; Close releases them.
+			return nil, mbdriver.ErrClosed
+		}
+		if len(msgs) > 0 {
+			return msgs, nil
+		}
+	}
+}
+
+// ctxErr prefers ctx's error: a read cut short by ctx's deadline fails
+// with a timeout.
+func (r *streamReceiver) ctxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// blockFor returns how long the next XREADGROUP may block: at most Block,
+// until the next claim, and ending before ctx's deadline (the client's read
+// deadline follows it). It reports false when ctx's deadline is too close.
+func (r *streamReceiver) blockFor(ctx context.Context, now time.Time) (time.Duration, bool) {
+	b := r.d.opts.Block
+	r.mu.Lock()
+	if until := r.nextClaim.Sub(now); until < b {
+		b = until
+	}
+	r.mu.Unlock()
+	if dl, ok := ctx.Deadline(); ok {
+		rem := dl.Sub(now)
+		rem -= min(rem/5, 50*time.Millisecond)
+		if rem < 2*time.Millisecond {
+			return 0, false
+		}
+		b = min(b, rem)
+	}
+	// BLOCK 0 would wait forever.
+	return max(b, time.Millisecond), true
+}
+
+// claim takes over up to max entries idle for ClaimMinIdle with XAUTOCLAIM
+// and sets their Attempt from their delivery count.
+func (r *streamReceiver) claim(ctx context.Context, now time.Time, max int) ([]*mbdriver.Message, error) {
+	r.mu.Lock()
+	start := r.cursor
+	r.resetCursor = false
+	r.mu.Unlock()
+	xms, next, err := r.d.client.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		Stream:   r.key,
+		Group:    r.group,
+		Consumer: r.consumer,
+		MinIdle:  r.d.opts.ClaimMinIdle,
+		Start:    start,
+		Count:    int64(max),
+	}).Result()
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	more := len(xms) > 0 || next != "0-0"
+	switch {
+	case r.resetCursor:
+		// A Nack during the call scheduled the next look itself.
+		r.cursor = "0-0"
+		if more && now.Before(r.nextClaim) {
+			r.nextClaim = now
+		}
+	case more:
+		// More may be waiting: look again at the next Receive.
+		r.cursor = next
+		r.nextClaim = now
+	default:
+		r.cursor = next
+		r.nextClaim = now.Add(r.claimInterval())
+	}
+	r.mu.Unlock()
+
+	var gone []string
+	live := xms[:0]
+	for _, xm := range xms {
+		if len(xm.Values) == 0 {
+			// Deleted (trimmed) while pending; Redis before 7 still
+			// returns it.
+			gone = append(gone, xm.ID)
+			continue
+		}
+		live = append(live, xm)
+	}
+	if len(gone) > 0 {
+		if err := r.d.client.XAck(ctx, r.key, r.group, gone...).Err(); err != nil {
+			return nil, err
+		}
+	}
+	if len(live) == 0 {
+		return nil, nil
+	}
+	cmds, err := r.d.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, xm := range live {
+			p.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: r.key, Group: r.group, Start: xm.ID, End: xm.ID, Count: 1})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	msgs := make([]*mbdriver.Message, len(live))
+	for i, xm := range live {
+		attempt := 0
+		if pe, err := cmds[i].(*redis.XPendingExtCmd).Result(); err == nil && len(pe) == 1 && pe[0].ID == xm.ID {
+			attempt = int(pe[0].RetryCount)
+		}
+		msgs[i] = r.message(xm, attempt)
+	}
+	return msgs, nil
+}
+
+// message turns a stream entry into a Message.
+func (r *streamReceiver) message(xm redis.XMessage, attempt int) *mbdriver.Message {
+	m := &mbdriver.Message{Topic: r.topic, Attempt: attempt, AckID: xm.ID, PublishedAt: entryTime(xm.ID)}
+	for f, v := range xm.Values {
+		s, _ := v.(string)
+		switch {
+		case f == fieldID:
+			m.ID = s
+		case f == fieldBody:
+			m.Body = []byte(s)
+		case f == fieldPartitionKey:
+			m.PartitionKey = s
+		case strings.HasPrefix(f, fieldHeaderPrefix):
+			if m.Headers == nil {
+				m.Headers = make(map[string]string, len(xm.Values))
+			}
+			m.Headers[f[len(fieldHeaderPrefix):]] = s
+		}
+	}
+	return m
+}
+
+// entryTime returns the time in a stream entry ID ("<ms>-<seq>").
+func entryTime(id string) time.Time {
+	ms, _, ok := strings.Cut(id, "-")
+	if !ok {
+		return time.Time{}
+	}
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(n)
+}
+
+func ackIDs(msgs []*mbdriver.Message) ([]string, error) {
+	ids := make([]string, 0, len(msgs))
+	for i, m := range msgs {
+		if m == nil {
+			return nil, fmt.Errorf("mbredis: message %d is nil", i)
+		}
+		id, ok := m.AckID.(string)
+		if !ok || id == "" {
+			return nil, fmt.Errorf("mbredis: message %d (id %q) has no stream entry ID in AckID; it was not received from this driver", i, m.ID)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// Ack acknowledges msgs with one XACK. It may be called after Close.
+func (r *streamReceiver) Ack(ctx context.Context, msgs []*mbdriver.Message) error {
+	ids, err := ackIDs(msgs)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	return r.d.client.XAck(ctx, r.key, r.group, ids...).Err()
+}
+
+// Nack makes msgs claimable by the group's consumers after delay, capped
+// at ClaimMinIdle, with one XCLAIM ... IDLE ... JUSTID, which leaves their
+// delivery count as it is. It may be called after Close.
+func (r *streamReceiver) Nack(ctx context.Context, msgs []*mbdriver.Message, delay time.Duration) error {
+	ids, err := ackIDs(msgs)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	delay = min(max(delay, 0), r.d.opts.ClaimMinIdle)
+	if err := r.release(ctx, ids, r.d.opts.ClaimMinIdle-delay); err != nil {
+		return err
+	}
+	// Redis counts whole milliseconds: look a little later.
+	due := time.Now().Add(delay + 2*time.Millisecond)
+	r.mu.Lock()
+	r.resetCursor = true
+	r.cursor = "0-0"
+	if due.Before(r.nextClaim) {
+		r.nextClaim = due
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// release sets the idle time of the pending entries ids to idle, keeping
+// them with this consumer, so that XAUTOCLAIM takes them over once they
+// have been idle for ClaimMinIdle.
+func (r *streamReceiver) release(ctx context.Context, ids []string, idle time.Duration) error {
+	args := make([]any, 0, 8+len(ids))
+	args = append(args, "XCLAIM", r.key, r.group, r.consumer, 0)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	args = append(args, "IDLE", idle.Milliseconds(), "JUSTID")
+	return r.d.client.Do(ctx, args...).Err()
+}
+
+// Close stops receiving: a Receive in progress returns ErrClosed (within
+// Block) and later ones too. The entries delivered to this consumer and
+// not acknowledged are made claimable at once, so that the other consumers
+// of the group take them over at their next look; a generated consumer
+// without pending entries is deleted from the group. Ack and Nack still
+// work after Close. Close is idempotent; it returns the error of that
+// clean-up, if any.
+func (r *streamReceiver) Close() error {
+	r.closeOnce.Do(func() {
+		close(r.closed)
+		r.recvMu.Lock()
+		defer r.recvMu.Unlock()
+		defer r.d.forget(r)
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		r.closeErr = r.releaseAll(ctx)
+	})
+	return r.closeErr
+}
+
+func (r *streamReceiver) releaseAll(ctx context.Context) error {
+	const page = 1000
+	start := "-"
+	total := 0
+	for {
+		pe, err := r.d.client.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: r.key, Group: r.group, Start: start, End: "+", Count: page, Consumer: r.consumer,
+		}).Result()
+		if isNoGroup(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(pe) == 0 {
+			break
+		}
+		ids := make([]string, len(pe))
+		for i, p := range pe {
+			ids[i] = p.ID
+		}
+		if err := r.release(ctx, ids, r.d.opts.ClaimMinIdle); err != nil {
+			return err
+		}
+		total += len(pe)
+		if len(pe) < page {
+			break
+		}
+		start = "(" + pe[len(pe)-1].ID
+	}
+	if total == 0 && r.generated {
+		return r.d.client.XGroupDelConsumer(ctx, r.key, r.group, r.consumer).Err()
+	}
+	return nil
+}
