@@ -311,7 +311,8 @@ func (c *Consumer) report(ctx context.Context, err error) {
 type delivery struct {
 	msg   *mbdriver.Message
 	rcv   mbdriver.Receiver
-	topic string // the subscription's topic, for messages without Topic
+	topic string         // the subscription's topic, for messages without Topic
+	acks  chan *delivery // the receiver's acker
 }
 
 func (d *delivery) sourceTopic() string {
@@ -400,6 +401,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	recvCtx, stopRecv := context.WithCancel(ctx)
 	defer stopRecv()
+	// One acker per receiver batches the acks of handled messages.
+	ackChans := make([]chan *delivery, len(rcvs))
+	var ackers sync.WaitGroup
+	for i, r := range rcvs {
+		ackChans[i] = make(chan *delivery, 2*c.o.BatchSize)
+		ackers.Add(1)
+		go func() {
+			defer ackers.Done()
+			c.runAcker(ctx, r, ackChans[i])
+		}()
+	}
 	var fatalMu sync.Mutex
 	var fatal []error
 	var receivers sync.WaitGroup
@@ -407,7 +419,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		receivers.Add(1)
 		go func() {
 			defer receivers.Done()
-			if err := c.receive(recvCtx, r, c.topics[i], keyed, free); err != nil {
+			if err := c.receive(recvCtx, r, c.topics[i], keyed, free, ackChans[i]); err != nil {
 				fatalMu.Lock()
 				fatal = append(fatal, err)
 				fatalMu.Unlock()
@@ -436,6 +448,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		<-done
 	}
 	timer.Stop()
+	for _, ch := range ackChans {
+		close(ch)
+	}
+	ackers.Wait()
 	errs := append(fatal, closeAll())
 	if k := abandoned.Load(); k > 0 || timedOut {
 		errs = append(errs, fmt.Errorf("mb: consumer: drain timed out after %v: %d message(s) abandoned unfinished and nacked for redelivery", c.o.DrainTimeout, k))
@@ -445,7 +461,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // receive runs the receive loop of one receiver until ctx is done (nil) or
 // a non-retryable error (returned).
-func (c *Consumer) receive(ctx context.Context, r mbdriver.Receiver, topic string, keyed []chan *delivery, free chan *delivery) error {
+func (c *Consumer) receive(ctx context.Context, r mbdriver.Receiver, topic string, keyed []chan *delivery, free chan *delivery, acks chan *delivery) error {
 	failures := 0
 	for {
 		msgs, err := r.Receive(ctx, c.o.BatchSize)
@@ -470,7 +486,7 @@ func (c *Consumer) receive(ctx context.Context, r mbdriver.Receiver, topic strin
 			if m == nil {
 				continue
 			}
-			d := &delivery{msg: m, rcv: r, topic: topic}
+			d := &delivery{msg: m, rcv: r, topic: topic, acks: acks}
 			ch := free
 			if k := partitionKey(m); k != "" {
 				h := fnv.New32a()
@@ -610,11 +626,42 @@ func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }
 
-func (c *Consumer) ack(ctx context.Context, d *delivery) {
-	sctx, cancel := settleCtx(ctx)
-	defer cancel()
-	if err := d.rcv.Ack(sctx, []*mbdriver.Message{d.msg}); err != nil {
-		c.report(ctx, fmt.Errorf("mb: consumer: ack %q from %q (it may be delivered again): %w", d.msg.ID, d.sourceTopic(), err))
+// ack hands a handled message to its receiver's acker.
+func (c *Consumer) ack(_ context.Context, d *delivery) {
+	d.acks <- d
+}
+
+// runAcker acknowledges the messages handed to it in batches: it takes one,
+// then whatever else is already waiting, up to BatchSize, and acks them in
+// one call. Under load this turns one round trip per message into one per
+// batch; when idle it adds no delay. It returns when in is closed and
+// drained.
+func (c *Consumer) runAcker(ctx context.Context, r mbdriver.Receiver, in chan *delivery) {
+	batch := make([]*mbdriver.Message, 0, c.o.BatchSize)
+	for d := range in {
+		batch = append(batch[:0], d.msg)
+	fill:
+		for len(batch) < c.o.BatchSize {
+			select {
+			case d2, ok := <-in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, d2.msg)
+			default:
+				break fill
+			}
+		}
+		sctx, cancel := settleCtx(ctx)
+		err := r.Ack(sctx, batch)
+		cancel()
+		if err != nil {
+			ids := make([]string, len(batch))
+			for i, m := range batch {
+				ids[i] = m.ID
+			}
+			c.report(ctx, fmt.Errorf("mb: consumer: ack of %d message(s) %q failed (they may be delivered again): %w", len(batch), ids, err))
+		}
 	}
 }
 

@@ -198,7 +198,7 @@ func (e *Envelope) Validate() error {
 			errs = append(errs, invalidEnvelope("specversion is %q; only %q is supported", e.SpecVersion, SpecVersion))
 		}
 	}
-	if e.Source != "" {
+	if e.Source != "" && !plainURIRef(e.Source) {
 		if _, err := url.Parse(e.Source); err != nil {
 			errs = append(errs, invalidEnvelope("source %q is not a URI reference: %v", e.Source, err))
 		}
@@ -208,12 +208,16 @@ func (e *Envelope) Validate() error {
 			errs = append(errs, invalidEnvelope("dataschema %q is not a URI: %v", e.DataSchema, err))
 		}
 	}
-	if e.DataContentType != "" {
+	if e.DataContentType != "" && e.DataContentType != "application/json" {
 		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
 			errs = append(errs, invalidEnvelope("datacontenttype %q is not a media type: %v", e.DataContentType, err))
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(e.Extensions)) {
+	var names []string
+	if len(e.Extensions) > 0 {
+		names = slices.Sorted(maps.Keys(e.Extensions))
+	}
+	for _, name := range names {
 		if err := checkExtensionName(name); err != nil {
 			errs = append(errs, err)
 			continue
@@ -223,6 +227,20 @@ func (e *Envelope) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// plainURIRef reports whether s is made only of characters that make any
+// string a valid relative URI reference (no scheme, no escapes), so that
+// the common "/orders" needs no url.Parse.
+func plainURIRef(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') &&
+			c != '/' && c != '.' && c != '_' && c != '-' && c != '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // checkExtensionName reports whether name may be a key of
@@ -318,8 +336,25 @@ func (e *Envelope) ToHeaders() map[string]string {
 func EnvelopeFromHeaders(h map[string]string, data []byte) (*Envelope, error) {
 	e := &Envelope{Data: data}
 	var errs []error
-	seen := make(map[string]string, len(h))
-	for _, k := range slices.Sorted(maps.Keys(h)) {
+	// Header names that differ only in case must agree; when every name is
+	// already lowercase (what mb writes) no two can clash, and the headers
+	// need neither sorting nor the bookkeeping.
+	var seen map[string]string
+	keys := func(yield func(string) bool) {
+		for k := range h {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+	for k := range h {
+		if strings.ToLower(k) != k {
+			seen = make(map[string]string, len(h))
+			keys = slices.Values(slices.Sorted(maps.Keys(h)))
+			break
+		}
+	}
+	for k := range keys {
 		v := h[k]
 		lk := strings.ToLower(k)
 		var name string
@@ -337,13 +372,15 @@ func EnvelopeFromHeaders(h map[string]string, data []byte) (*Envelope, error) {
 		default:
 			continue
 		}
-		if prev, dup := seen[name]; dup {
-			if prev != v {
-				errs = append(errs, invalidEnvelope("headers for attribute %q differ only in case and have different values", name))
+		if seen != nil {
+			if prev, dup := seen[name]; dup {
+				if prev != v {
+					errs = append(errs, invalidEnvelope("headers for attribute %q differ only in case and have different values", name))
+				}
+				continue
 			}
-			continue
+			seen[name] = v
 		}
-		seen[name] = v
 		if v == "" {
 			continue
 		}
@@ -351,6 +388,8 @@ func EnvelopeFromHeaders(h map[string]string, data []byte) (*Envelope, error) {
 			errs = append(errs, err)
 		}
 	}
+	// Map order must not leak into the error text.
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	if err := errors.Join(append(errs, e.Validate())...); err != nil {
 		return nil, err
 	}

@@ -204,8 +204,9 @@ func (s *Streams) xaddArgs(key string, m *mbdriver.Message) *redis.XAddArgs {
 	if m.PartitionKey != "" {
 		values = append(values, fieldPartitionKey, m.PartitionKey)
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
-		values = append(values, fieldHeaderPrefix+k, m.Headers[k])
+	// Field order within an entry carries no meaning; no sorting.
+	for k, v := range m.Headers {
+		values = append(values, fieldHeaderPrefix+k, v)
 	}
 	a := &redis.XAddArgs{Stream: key, Values: values}
 	if s.opts.MaxLen > 0 {
