@@ -266,6 +266,14 @@ func checkExtensionName(name string) error {
 
 // checkValue reports whether v is an allowed CloudEvents string.
 func checkValue(name, v string) error {
+	// Fast path: printable ASCII is always allowed.
+	i := 0
+	for i < len(v) && v[i] >= 0x20 && v[i] < 0x7f {
+		i++
+	}
+	if i == len(v) {
+		return nil
+	}
 	if !utf8.ValidString(v) {
 		return invalidEnvelope("attribute %q is not valid UTF-8", name)
 	}

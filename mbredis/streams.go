@@ -198,6 +198,29 @@ func (s *Streams) Publish(ctx context.Context, topic string, msgs []*mbdriver.Me
 	return err
 }
 
+// commonHeaderFields holds the entry field names of the headers mb writes
+// on every message, already boxed, so that publishing neither builds nor
+// boxes them each time. Read-only after package initialisation.
+var commonHeaderFields = func() map[string]any {
+	m := map[string]any{}
+	for _, h := range []string{
+		"ce-id", "ce-source", "ce-specversion", "ce-type", "ce-time", "ce-subject",
+		"ce-dataschema", "ce-correlationid", "ce-causationid", "ce-traceparent",
+		"ce-tracestate", "ce-partitionkey", "content-type",
+	} {
+		m[h] = fieldHeaderPrefix + h
+	}
+	return m
+}()
+
+// headerField returns the entry field name of header k.
+func headerField(k string) any {
+	if f, ok := commonHeaderFields[k]; ok {
+		return f
+	}
+	return fieldHeaderPrefix + k
+}
+
 func (s *Streams) xaddArgs(key string, m *mbdriver.Message) *redis.XAddArgs {
 	values := make([]any, 0, 6+2*len(m.Headers))
 	values = append(values, fieldID, m.ID, fieldBody, m.Body)
@@ -206,7 +229,7 @@ func (s *Streams) xaddArgs(key string, m *mbdriver.Message) *redis.XAddArgs {
 	}
 	// Field order within an entry carries no meaning; no sorting.
 	for k, v := range m.Headers {
-		values = append(values, fieldHeaderPrefix+k, v)
+		values = append(values, headerField(k), v)
 	}
 	a := &redis.XAddArgs{Stream: key, Values: values}
 	if s.opts.MaxLen > 0 {
