@@ -112,6 +112,26 @@
 // A package exposes its handlers as one [Module], a func(*Bus) error, and a
 // program installs it with [Bus.Install].
 //
+// # Crossing processes
+//
+// Events that must reach other services travel as CloudEvents 1.0
+// [Envelope]s. A [Registry] maps stable wire names (the MessageName method,
+// required here) to Go types, so only registered types are ever decoded; a
+// [Codec] (JSON by default) encodes the payload. A [Publisher] sends events
+// to a transport, carrying the correlation and causation ids of the context
+// it is called in; a [Consumer] receives them with a consumer group,
+// decodes them and runs the bus's handlers through the same middleware,
+// acknowledging only after success, retrying with backoff, moving poison
+// messages to a dead-letter topic with the error attached, keeping
+// per-partition-key order, consulting an [Inbox] so a redelivered message
+// has no second effect, and draining on shutdown.
+//
+// Transports implement the small interfaces of package
+// [github.com/mb-go/mb/mbdriver] and pass the conformance suite in
+// [github.com/mb-go/mb/mbdrivertest]; [github.com/mb-go/mb/mbmem] is an
+// in-memory one, and the mbredis module provides Redis Streams and Redis
+// Pub/Sub.
+//
 // # Concurrency
 //
 // A [Bus] is safe for concurrent use. Dispatch reads an immutable snapshot
