@@ -35,7 +35,7 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, firstRecs []ev
 		rec := queue[i]
 		queue[i] = nil // let handled events go
 		if rec.keyed {
-			k := dedupEntry{rec.info.typ, rec.key}
+			k := dedupEntry{rec.et.info.typ, rec.key}
 			if seenMap != nil {
 				if _, dup := seenMap[k]; dup {
 					continue
@@ -54,13 +54,19 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, firstRecs []ev
 				}
 			}
 		}
-		hs := b.eventType(reg, rec.info.typ).handlers
+		// Handlers were resolved when the event was recorded; resolve
+		// again only if registrations changed since.
+		et := rec.et
+		if rec.reg != reg {
+			et = b.eventType(reg, et.info.typ)
+		}
+		hs := et.handlers
 		if len(hs) == 0 {
 			continue
 		}
 		if rec.depth > b.opts.MaxCascadeDepth {
 			b.report(ctx, &HandlerError{
-				Kind: KindEvent, Message: rec.info.name, MessageID: rec.meta.ID(),
+				Kind: KindEvent, Message: rec.et.info.name, MessageID: rec.meta.ID(),
 				Err: fmt.Errorf("%w: depth %d, limit %d", ErrCascadeLimit, rec.depth, b.opts.MaxCascadeDepth),
 			})
 			continue
@@ -145,7 +151,7 @@ func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord
 		}
 	}
 	return nil, &HandlerError{
-		Kind: KindEvent, Message: rec.info.name, Handler: h.handler,
+		Kind: KindEvent, Message: rec.et.info.name, Handler: h.handler,
 		MessageID: rec.meta.ID(), Err: err,
 	}
 }
@@ -178,7 +184,7 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 		return 0, []error{fmt.Errorf("%w: nil event", ErrInvalidMessage)}
 	}
 	reg := b.reg.Load()
-	et := b.eventType(reg, reflectTypeOf(v))
+	et := b.eventType(reg, reflect.TypeOf(v))
 	if et.info.err != nil {
 		return 0, []error{et.info.err}
 	}
@@ -186,7 +192,7 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 	if len(hs) == 0 {
 		return 0, nil
 	}
-	rec := &eventRecord{value: v, info: et.info}
+	rec := &eventRecord{value: v, et: et, reg: reg}
 	rec.meta.id, rec.meta.corr, rec.meta.causeID = in.id, in.correlation, in.causation
 	frames := make([]frame, len(hs))
 	var emitted [][]*eventRecord

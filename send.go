@@ -7,8 +7,6 @@ import (
 	"reflect"
 )
 
-var reflectTypeOf = reflect.TypeOf
-
 // msgType returns the type a message of static type M is dispatched by: M
 // itself, or the dynamic type when M is an interface.
 func msgType[M any](m M) reflect.Type {

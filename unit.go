@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -95,7 +96,7 @@ func (f *frame) newExt() *frameExt {
 	}
 	if f.rec != nil {
 		x.unit.depth = f.rec.depth + 1
-		x.msg = Message{Kind: KindEvent, Name: f.rec.info.name, Handler: f.e.handler, meta: &f.rec.meta}
+		x.msg = Message{Kind: KindEvent, Name: f.rec.et.info.name, Handler: f.e.handler, meta: &f.rec.meta}
 		return x
 	}
 	x.msg = Message{Kind: f.e.kind, Name: f.e.name, Handler: f.e.handler, meta: &x.meta}
@@ -157,7 +158,8 @@ type hook struct {
 // eventRecord is one emitted event on its way to its handlers.
 type eventRecord struct {
 	value any
-	info  *typeInfo
+	et    *eventType // resolved against reg when the record was made
+	reg   *registry
 	key   string
 	keyed bool
 	depth int
@@ -379,39 +381,33 @@ func (f *frame) finishRoot(err error) error {
 	return nil
 }
 
+// runAfter runs the after-commit hooks among hooks in registration order.
 func (b *Bus) runAfter(ctx context.Context, hooks []hook) {
 	for _, h := range hooks {
-		if h.after == nil {
-			continue
-		}
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					b.report(ctx, fmt.Errorf("mb: after-commit hook: %w", newPanicError(p)))
-				}
-			}()
-			h.after(ctx)
-		}()
+		b.runHook(ctx, h.after, "after-commit")
 	}
 }
 
 // runRollback runs the after-rollback hooks among hooks, last registered
-// first, reporting panics to the error handler.
+// first.
 func (b *Bus) runRollback(ctx context.Context, hooks []hook) {
 	for i := len(hooks) - 1; i >= 0; i-- {
-		h := hooks[i]
-		if h.rollback == nil {
-			continue
-		}
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					b.report(ctx, fmt.Errorf("mb: after-rollback hook: %w", newPanicError(p)))
-				}
-			}()
-			h.rollback(ctx)
-		}()
+		b.runHook(ctx, hooks[i].rollback, "after-rollback")
 	}
+}
+
+// runHook runs fn, if set, reporting a panic to the error handler: after
+// commit or rollback there is no caller to return it to.
+func (b *Bus) runHook(ctx context.Context, fn func(context.Context), what string) {
+	if fn == nil {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			b.report(ctx, fmt.Errorf("mb: %s hook: %w", what, newPanicError(p)))
+		}
+	}()
+	fn(ctx)
 }
 
 // emit validates events and records them in f's unit, all or none.
@@ -443,12 +439,12 @@ func newRecords(b *Bus, events []any, cause *meta) ([]eventRecord, error) {
 		if v == nil {
 			return nil, fmt.Errorf("%w: nil event", ErrInvalidMessage)
 		}
-		et := b.eventType(reg, reflectTypeOf(v))
+		et := b.eventType(reg, reflect.TypeOf(v))
 		if et.info.err != nil {
 			return nil, et.info.err
 		}
 		r := &recs[i]
-		r.value, r.info, r.meta.cause = v, et.info, cause
+		r.value, r.et, r.reg, r.meta.cause = v, et, reg, cause
 	}
 	// Keys are computed once all events are known to be valid: DedupKey is
 	// the user's code.
