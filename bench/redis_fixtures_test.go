@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,15 +24,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mb-go/mb"
+	"github.com/mb-go/mb/internal/testenv"
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbredis"
 )
 
-const (
-	envRedisURL         = "MB_TEST_REDIS_URL"
-	envRequireServices  = "MB_REQUIRE_SERVICES"
-	defaultTestRedisURL = "redis://127.0.0.1:6379/0"
-)
+const envRedisURL = testenv.RedisURLVar
 
 // UserCreatedWire is UserCreated as it travels between processes: mb's
 // Registry needs a stable wire name (MessageName), which the in-process
@@ -93,12 +89,7 @@ func randHex(n int) string {
 // redisRunPrefix isolates this process's keys.
 var redisRunPrefix = "mbbench:" + randHex(4) + ":"
 
-func redisURL() string {
-	if u := os.Getenv(envRedisURL); u != "" {
-		return u
-	}
-	return defaultTestRedisURL
-}
+func redisURL() string { return testenv.RedisURL() }
 
 // newRedisClient returns a client of the test Redis, closed by tb.Cleanup.
 func newRedisClient(tb testing.TB, url string) *redis.Client {
@@ -141,11 +132,7 @@ func newRedisEnv(tb testing.TB) *redisEnv {
 	u := redisURL()
 	c := newRedisClient(tb, u)
 	if err := pingRedis(u); err != nil {
-		msg := fmt.Sprintf("Redis at %s is unreachable (%v); set %s to a reachable Redis, e.g. %s", u, err, envRedisURL, defaultTestRedisURL)
-		if os.Getenv(envRequireServices) == "1" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
+		testenv.Unavailable(tb, "Redis at %s is unreachable (%v); set %s to a reachable Redis, e.g. %s", u, err, envRedisURL, testenv.DefaultRedisURL)
 	}
 	e := &redisEnv{url: u, client: c, prefix: redisRunPrefix + randHex(4) + ":"}
 	tb.Cleanup(func() {

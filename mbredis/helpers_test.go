@@ -4,18 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mb-go/mb/internal/testenv"
 )
 
-const (
-	envRedisURL         = "MB_TEST_REDIS_URL"
-	envRequireServices  = "MB_REQUIRE_SERVICES"
-	defaultTestRedisURL = "redis://127.0.0.1:6379/0"
-)
+const envRedisURL = testenv.RedisURLVar
 
 // runPrefix isolates this test run's keys and channels.
 var runPrefix = "mbtest:" + randHex(4) + ":"
@@ -26,21 +23,10 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func redisURL() string {
-	if u := os.Getenv(envRedisURL); u != "" {
-		return u
-	}
-	return defaultTestRedisURL
-}
+func redisURL() string { return testenv.RedisURL() }
 
 // unavailable skips the test, or fails it when MB_REQUIRE_SERVICES=1.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv(envRequireServices) == "1" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
+var unavailable = testenv.Unavailable
 
 // newClient returns a client of the test Redis, closed at the end of the
 // test, or skips the test when Redis is unreachable.

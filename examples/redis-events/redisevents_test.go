@@ -17,23 +17,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/mb-go/mb/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const (
-	envRedisURL        = "MB_TEST_REDIS_URL"
-	envRequireServices = "MB_REQUIRE_SERVICES"
-)
+const envRedisURL = testenv.RedisURLVar
 
-func redisURL() string {
-	if u := os.Getenv(envRedisURL); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+func redisURL() string { return testenv.RedisURL() }
 
 // newClient returns a client of the test Redis, or skips the test (fails
 // it when MB_REQUIRE_SERVICES=1) when Redis is unreachable.
@@ -49,11 +43,7 @@ func newClient(t *testing.T) *redis.Client {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
-		msg := fmt.Sprintf("Redis at %s is unreachable (%v); set %s to a reachable Redis", u, err, envRedisURL)
-		if os.Getenv(envRequireServices) == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Unavailable(t, "Redis at %s is unreachable (%v); set %s to a reachable Redis", u, err, envRedisURL)
 	}
 	return c
 }

@@ -1,0 +1,44 @@
+// Package testenv is how mb's tests, in every module of the repository,
+// find the services they run against (DESIGN.md section 7): one environment
+// variable per service with a local default, and one rule for a service
+// that cannot be reached — skip, or fail when MB_REQUIRE_SERVICES=1 (CI).
+package testenv
+
+import (
+	"os"
+	"testing"
+)
+
+// RequireServices is the variable that turns a skipped service test into a
+// failure when set to "1".
+const RequireServices = "MB_REQUIRE_SERVICES"
+
+// The services' variables and their defaults.
+const (
+	RedisURLVar     = "MB_TEST_REDIS_URL"
+	DefaultRedisURL = "redis://127.0.0.1:6379/0"
+)
+
+// URL returns the value of the environment variable name, or def when it is
+// unset or empty.
+func URL(name, def string) string {
+	if u := os.Getenv(name); u != "" {
+		return u
+	}
+	return def
+}
+
+// RedisURL returns the Redis the tests use.
+func RedisURL() string { return URL(RedisURLVar, DefaultRedisURL) }
+
+// Unavailable reports that a service the test needs cannot be reached: it
+// skips the test, or fails it when MB_REQUIRE_SERVICES=1. The message should
+// name the variable that points at the service.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(RequireServices) == "1" {
+		t.Fatalf(format, args...)
+		return
+	}
+	t.Skipf(format, args...)
+}
