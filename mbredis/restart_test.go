@@ -204,8 +204,17 @@ func TestStreamsRedisRestart(t *testing.T) {
 		}
 	}
 	waitFor("traffic before the restart", func() bool { return count(received) >= 50 })
+	mu.Lock()
+	errsBefore := pubErrs
+	mu.Unlock()
 	srv.kill()
-	time.Sleep(time.Second)
+	// Keep the server down until the publisher has noticed, so the test
+	// exercises the retry path rather than a restart nobody saw.
+	waitFor("the publisher to see the outage", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return pubErrs > errsBefore
+	})
 	srv.start()
 	before := count(published)
 	waitFor("publishing after the restart", func() bool { return count(published) >= before+50 })
