@@ -49,6 +49,31 @@ func cxRegistry(t *testing.T) *mb.Registry {
 
 // precreate creates the group of topic so that messages published before
 // the consumer subscribes are kept for it.
+// cxBroker returns an in-memory broker, closed at the end of the test, with
+// the consumer group cxGroup created on each topic, and the registry of the
+// cx messages.
+func cxBroker(t *testing.T, topics ...string) (*mbmem.Transport, *mb.Registry) {
+	t.Helper()
+	tr := mbmem.New(nil)
+	t.Cleanup(func() { _ = tr.Close() })
+	for _, topic := range topics {
+		precreate(t, tr, topic, cxGroup)
+	}
+	return tr, cxRegistry(t)
+}
+
+// cxDLQ subscribes to the dead-letter topic of topic, before anything can be
+// dead-lettered; the receiver is closed at the end of the test.
+func cxDLQ(t *testing.T, tr *mbmem.Transport, topic string) mbdriver.Receiver {
+	t.Helper()
+	dlq, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: topic + ".dlq", Group: "ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dlq.Close() })
+	return dlq
+}
+
 func precreate(t *testing.T, tr *mbmem.Transport, topic, group string) {
 	t.Helper()
 	r, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: topic, Group: group})
@@ -233,16 +258,9 @@ func TestConsumerRoundTripKeepsMetadata(t *testing.T) {
 }
 
 func TestConsumerDeadLettersUndecodableAtOnce(t *testing.T) {
-	tr := mbmem.New(nil)
-	defer tr.Close()
-	reg := cxRegistry(t)
 	const topic = "cx.order.placed"
-	precreate(t, tr, topic, cxGroup)
-	dlq, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: topic + ".dlq", Group: "ops"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dlq.Close()
+	tr, reg := cxBroker(t, topic)
+	dlq := cxDLQ(t, tr, topic)
 	bus := mb.New()
 	got := make(chan string, 10)
 	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
@@ -324,16 +342,9 @@ func TestConsumerDeadLettersAfterMaxAttempts(t *testing.T) {
 		{"in-process", func(tr *mbmem.Transport) mbdriver.Subscriber { return noCaps{tr} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := mbmem.New(nil)
-			defer tr.Close()
-			reg := cxRegistry(t)
 			const topic = "cx.order.placed"
-			precreate(t, tr, topic, cxGroup)
-			dlq, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: topic + ".dlq", Group: "ops"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer dlq.Close()
+			tr, reg := cxBroker(t, topic)
+			dlq := cxDLQ(t, tr, topic)
 			bus := mb.New()
 			var calls atomic.Int32
 			boom := errors.New("boom: ledger unavailable")
@@ -389,11 +400,8 @@ func TestConsumerDeadLettersAfterMaxAttempts(t *testing.T) {
 }
 
 func TestConsumerWithoutDeadLetterNacks(t *testing.T) {
-	tr := mbmem.New(nil)
-	defer tr.Close()
-	reg := cxRegistry(t)
 	const topic = "cx.order.placed"
-	precreate(t, tr, topic, cxGroup)
+	tr, reg := cxBroker(t, topic)
 	if err := tr.Publish(context.Background(), topic, []*mbdriver.Message{{ID: "x", Body: []byte("?")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -410,11 +418,8 @@ func TestConsumerWithoutDeadLetterNacks(t *testing.T) {
 }
 
 func TestConsumerInboxRerunsOnlyFailedHandlers(t *testing.T) {
-	tr := mbmem.New(nil)
-	defer tr.Close()
-	reg := cxRegistry(t)
 	const topic = "cx.order.placed"
-	precreate(t, tr, topic, cxGroup)
+	tr, reg := cxBroker(t, topic)
 	bus := mb.New()
 	var ok, flaky atomic.Int32
 	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
@@ -450,11 +455,8 @@ func TestConsumerInboxRerunsOnlyFailedHandlers(t *testing.T) {
 }
 
 func TestConsumerInboxDuplicateHasOneEffect(t *testing.T) {
-	tr := mbmem.New(nil)
-	defer tr.Close()
-	reg := cxRegistry(t)
 	const topic = "cx.order.placed"
-	precreate(t, tr, topic, cxGroup)
+	tr, reg := cxBroker(t, topic)
 	bus := mb.New()
 	var effects atomic.Int32
 	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
@@ -489,11 +491,8 @@ func TestConsumerInboxDuplicateHasOneEffect(t *testing.T) {
 }
 
 func TestConsumerKeepsPerKeyOrder(t *testing.T) {
-	tr := mbmem.New(nil)
-	defer tr.Close()
-	reg := cxRegistry(t)
 	const topic = "cx.order.placed"
-	precreate(t, tr, topic, cxGroup)
+	tr, reg := cxBroker(t, topic)
 	bus := mb.New()
 	const keys, perKey = 4, 25
 	var mu sync.Mutex
@@ -561,11 +560,8 @@ func TestConsumerKeepsPerKeyOrder(t *testing.T) {
 }
 
 func TestConsumerDrainsGracefully(t *testing.T) {
-	tr := mbmem.New(nil)
-	defer tr.Close()
-	reg := cxRegistry(t)
 	const topic = "cx.order.placed"
-	precreate(t, tr, topic, cxGroup)
+	tr, reg := cxBroker(t, topic)
 	bus := mb.New()
 	started, release, finished := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
@@ -603,11 +599,8 @@ func TestConsumerDrainsGracefully(t *testing.T) {
 }
 
 func TestConsumerDrainTimeoutAbandons(t *testing.T) {
-	tr := mbmem.New(nil)
-	defer tr.Close()
-	reg := cxRegistry(t)
 	const topic = "cx.order.placed"
-	precreate(t, tr, topic, cxGroup)
+	tr, reg := cxBroker(t, topic)
 	bus := mb.New()
 	started := make(chan struct{})
 	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
