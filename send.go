@@ -2,6 +2,7 @@ package mb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"reflect"
@@ -331,12 +332,11 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 	}
 	f := frameFrom(ctx)
 	if f != nil && f.bus() == bus && f.hasUnit() {
-		u := f.ext().unit
-		u.mu.Lock()
-		open := f.isOpen(u)
-		u.mu.Unlock()
-		if open {
-			return f.emit(events)
+		// emit fails with ErrNoUnitOfWork only when the unit has ended (a
+		// retained ctx); then the events are dispatched now, as from
+		// outside any handler.
+		if err := f.emit(events); !errors.Is(err, ErrNoUnitOfWork) {
+			return err
 		}
 	}
 	var cause *meta
