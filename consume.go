@@ -559,7 +559,7 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 	}
 	redeliver := c.caps.Redelivery && !c.caps.AtMostOnce
 	for k := 1; ; k++ {
-		_, errs := c.bus.dispatchIncoming(ctx, v, in, guard)
+		errs := c.bus.dispatchIncoming(ctx, v, in, guard)
 		if len(errs) == 0 {
 			c.forget(env.ID)
 			c.ack(ctx, d)

@@ -19,8 +19,10 @@ type dedupEntry struct {
 // type and DedupKey were already dispatched in this cascade is skipped.
 //
 // The first events come as pointers (a unit's) or as a slice of records
-// (published from outside a handler).
-func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, firstRecs []eventRecord) {
+// (published from outside a handler). With root set, the first event is
+// one that arrived from a transport: its handlers run behind root.guard and
+// their errors are collected in root.errs instead of being reported.
+func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, firstRecs []eventRecord, root *incomingRoot) {
 	reg := b.reg.Load()
 	// The (type, key) pairs dispatched so far: a short list, then a map.
 	var seenBuf [4]dedupEntry
@@ -71,17 +73,27 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, firstRecs []ev
 			})
 			continue
 		}
+		var guard guardFunc
+		fail := b.report
+		if i == 0 && root != nil {
+			guard = root.guard
+			fail = func(_ context.Context, err error) { root.errs = append(root.errs, err) }
+		}
 		frames := make([]frame, len(hs))
 		if b.opts.EventConcurrency <= 1 || len(hs) == 1 {
 			for j, h := range hs {
-				queue = append(queue, b.handleEvent(ctx, &frames[j], h, rec)...)
+				evs, err := b.runEvent(ctx, &frames[j], h, rec, guard)
+				if err != nil {
+					fail(ctx, err)
+				}
+				queue = append(queue, evs...)
 			}
 			continue
 		}
-		emitted, errs := b.runConcurrently(ctx, frames, hs, rec, nil)
+		emitted, errs := b.runConcurrently(ctx, frames, hs, rec, guard)
 		for j, evs := range emitted {
 			if errs[j] != nil {
-				b.report(ctx, errs[j])
+				fail(ctx, errs[j])
 			}
 			queue = append(queue, evs...)
 		}
@@ -106,16 +118,6 @@ func (b *Bus) runConcurrently(ctx context.Context, frames []frame, hs []*entry, 
 	}
 	wg.Wait()
 	return emitted, errs
-}
-
-// handleEvent runs one event handler in its own unit of work and returns the
-// events it emitted, or reports its failure and returns none.
-func (b *Bus) handleEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord) []*eventRecord {
-	evs, err := b.runEvent(ctx, f, h, rec, nil)
-	if err != nil {
-		b.report(ctx, err)
-	}
-	return evs
 }
 
 // guardFunc runs inside an event handler's unit of work, before the handler
@@ -170,6 +172,13 @@ type incoming struct {
 	id, correlation, causation string
 }
 
+// incomingRoot controls the handling of an event that arrived from a
+// transport; see dispatch.
+type incomingRoot struct {
+	guard guardFunc
+	errs  []error
+}
+
 // dispatchIncoming dispatches an event that arrived from another process to
 // its handlers, each in its own unit of work and through the middleware, as
 // [Publish] does, but with the identity it arrived with: handlers see in.id
@@ -177,47 +186,20 @@ type incoming struct {
 // id. guard, if not nil, runs in each handler's unit before the handler and
 // may skip it (the inbox). Events the handlers emit are dispatched (and
 // their handlers' errors reported) before dispatchIncoming returns. It
-// returns the number of handlers and the errors of those that failed, each
-// a *HandlerError, instead of reporting them.
-func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard guardFunc) (int, []error) {
+// returns the errors of the event's own handlers that failed, each a
+// *HandlerError, instead of reporting them.
+func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard guardFunc) []error {
 	if v == nil {
-		return 0, []error{fmt.Errorf("%w: nil event", ErrInvalidMessage)}
+		return []error{fmt.Errorf("%w: nil event", ErrInvalidMessage)}
 	}
 	reg := b.reg.Load()
 	et := b.eventType(reg, reflect.TypeOf(v))
 	if et.info.err != nil {
-		return 0, []error{et.info.err}
-	}
-	hs := et.handlers
-	if len(hs) == 0 {
-		return 0, nil
+		return []error{et.info.err}
 	}
 	rec := &eventRecord{value: v, et: et, reg: reg}
 	rec.meta.id, rec.meta.corr, rec.meta.causeID = in.id, in.correlation, in.causation
-	frames := make([]frame, len(hs))
-	var emitted [][]*eventRecord
-	var errs []error
-	if b.opts.EventConcurrency <= 1 || len(hs) == 1 {
-		emitted = make([][]*eventRecord, len(hs))
-		errs = make([]error, len(hs))
-		for j, h := range hs {
-			emitted[j], errs[j] = b.runEvent(ctx, &frames[j], h, rec, guard)
-		}
-	} else {
-		emitted, errs = b.runConcurrently(ctx, frames, hs, rec, guard)
-	}
-	var queue []*eventRecord
-	for _, evs := range emitted {
-		queue = append(queue, evs...)
-	}
-	if len(queue) > 0 {
-		b.dispatch(ctx, queue, nil)
-	}
-	var failed []error
-	for _, err := range errs {
-		if err != nil {
-			failed = append(failed, err)
-		}
-	}
-	return len(hs), failed
+	root := &incomingRoot{guard: guard}
+	b.dispatch(ctx, []*eventRecord{rec}, nil, root)
+	return root.errs
 }

@@ -352,6 +352,6 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 			recs[i].meta.inherit(ctx, nil)
 		}
 	}
-	bus.dispatch(ctx, nil, recs)
+	bus.dispatch(ctx, nil, recs, nil)
 	return nil
 }

@@ -373,7 +373,7 @@ func (f *frame) finishRoot(err error) error {
 		return err
 	}
 	if len(evs) > 0 {
-		f.bus().dispatch(f.Context, evs, nil)
+		f.bus().dispatch(f.Context, evs, nil, nil)
 	}
 	if len(hooks) > 0 {
 		f.bus().runAfter(f.Context, hooks)
