@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -92,4 +95,33 @@ func newClientNoPing(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// startHelper re-runs the test binary as a child process with env added to
+// this process's environment (the variables select a helper mode in
+// TestMain or init) and returns it with its standard output. The child is
+// killed at the end of the test if it is still running.
+func startHelper(t *testing.T, env ...string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd, out
 }

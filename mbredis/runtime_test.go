@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,31 +213,11 @@ func TestRuntimeSigkill(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), rtHelperEnv+"=consume-block", rtHelperPrefix+"="+p,
+	cmd, out := startHelper(t,
+		rtHelperEnv+"=consume-block", rtHelperPrefix+"="+p,
 		rtHelperGroup+"="+group, rtHelperBlock+"="+strconv.Itoa(blockAt), envRedisURL+"="+redisURL())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
-	// The child prints each key before its handler returns; it handles
-	// one message at a time and acks it before taking the next, so every
-	// key it printed but the last was acked.
+	// The child prints each key before its handler returns; which of them
+	// it acked is read back from Redis after the kill.
 	var childHandled []string
 	lines := make(chan string)
 	go func() {
@@ -266,7 +245,6 @@ func TestRuntimeSigkill(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	killed = true
 	for range lines {
 	}
 	if err := cmd.Wait(); err == nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,29 +97,9 @@ func TestSigkillReclaim(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(),
+	cmd, out := startHelper(t,
 		helperEnv+"=receive-no-ack", helperPrefix+"="+p, helperTopic+"="+topic,
 		helperGroup+"="+group, helperCount+"="+strconv.Itoa(n), envRedisURL+"="+redisURL())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != fmt.Sprintf("received %d", n) {
 		t.Fatalf("helper said %q, %v", line, err)
@@ -135,7 +114,6 @@ func TestSigkillReclaim(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	killed = true
 	if err := cmd.Wait(); err == nil {
 		t.Fatal("helper exited normally, want killed")
 	}
