@@ -147,12 +147,34 @@ func (e *Envelope) field(name string) *string {
 }
 
 // stringAttrs lists the string attributes in the order they are written.
-var stringAttrs = []string{
+var stringAttrs = [...]string{
 	attrSpecVersion, attrID, attrSource, attrType, attrSubject,
 	// time goes here
 	attrDataContentType, attrDataSchema,
 	attrCorrelationID, attrCausationID, attrTraceParent, attrTraceState, attrPartitionKey,
 }
+
+// attrPtrs returns pointers to e's string attributes, in stringAttrs
+// order: the loops over all attributes use it instead of a lookup by name.
+func (e *Envelope) attrPtrs() [len(stringAttrs)]*string {
+	return [...]*string{
+		&e.SpecVersion, &e.ID, &e.Source, &e.Type, &e.Subject,
+		&e.DataContentType, &e.DataSchema,
+		&e.CorrelationID, &e.CausationID, &e.TraceParent, &e.TraceState, &e.PartitionKey,
+	}
+}
+
+// stringHeaders holds the binary-mode header name of each of stringAttrs,
+// built once so that writing headers concatenates nothing.
+var stringHeaders = func() (h [len(stringAttrs)]string) {
+	for i, name := range stringAttrs {
+		h[i] = headerPrefix + name
+		if name == attrDataContentType {
+			h[i] = headerContentType
+		}
+	}
+	return h
+}()
 
 // fieldNames gives, for the error messages, the Go field of each attribute.
 var fieldNames = map[string]string{
@@ -180,15 +202,16 @@ func (e *Envelope) Validate() error {
 		return invalidEnvelope("nil envelope")
 	}
 	var errs []error
-	for _, name := range stringAttrs {
-		v := *e.field(name)
-		if err := checkValue(name, v); err != nil {
+	for i, p := range e.attrPtrs() {
+		if err := checkValue(stringAttrs[i], *p); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	for _, name := range []string{attrID, attrSource, attrType} {
-		if *e.field(name) == "" {
-			errs = append(errs, invalidEnvelope("required attribute %q is missing; set Envelope.%s", name, fieldNames[name]))
+	if e.ID == "" || e.Source == "" || e.Type == "" {
+		for _, name := range [...]string{attrID, attrSource, attrType} {
+			if *e.field(name) == "" {
+				errs = append(errs, invalidEnvelope("required attribute %q is missing; set Envelope.%s", name, fieldNames[name]))
+			}
 		}
 	}
 	if e.SpecVersion != SpecVersion {
@@ -307,20 +330,27 @@ const (
 // UTF-8 (HTTP) must percent-encode them as its CloudEvents binding says.
 // The returned map is new and owned by the caller.
 func (e *Envelope) ToHeaders() map[string]string {
-	h := make(map[string]string, 8+len(e.Extensions))
-	for _, name := range stringAttrs {
-		if name == attrDataContentType {
-			continue
-		}
-		if v := *e.field(name); v != "" {
-			h[headerPrefix+name] = v
-		}
-	}
+	var ts string
 	if !e.Time.IsZero() {
-		h[headerPrefix+attrTime] = e.Time.Format(time.RFC3339Nano)
+		ts = e.Time.Format(time.RFC3339Nano)
 	}
-	if e.DataContentType != "" {
-		h[headerContentType] = e.DataContentType
+	return e.headers(ts)
+}
+
+// headerTime is the binary-mode header of the time attribute.
+const headerTime = headerPrefix + attrTime
+
+// headers is ToHeaders with e.Time already formatted as ts ("" when
+// absent), so that a batch of envelopes with one time formats it once.
+func (e *Envelope) headers(ts string) map[string]string {
+	h := make(map[string]string, 8+len(e.Extensions))
+	for i, p := range e.attrPtrs() {
+		if *p != "" {
+			h[stringHeaders[i]] = *p
+		}
+	}
+	if ts != "" {
+		h[headerTime] = ts
 	}
 	for name, v := range e.Extensions {
 		if v != "" {
@@ -342,45 +372,41 @@ func (e *Envelope) ToHeaders() map[string]string {
 // timestamp, or when two headers differing only in case have different
 // values; all problems are joined.
 func EnvelopeFromHeaders(h map[string]string, data []byte) (*Envelope, error) {
-	e := &Envelope{Data: data}
-	var errs []error
-	// Header names that differ only in case must agree; when every name is
-	// already lowercase (what mb writes) no two can clash, and the headers
-	// need neither sorting nor the bookkeeping.
-	var seen map[string]string
-	keys := func(yield func(string) bool) {
-		for k := range h {
-			if !yield(k) {
-				return
-			}
-		}
+	e := &Envelope{}
+	if err := e.fromHeaders(h, data); err != nil {
+		return nil, err
 	}
-	for k := range h {
-		if strings.ToLower(k) != k {
-			seen = make(map[string]string, len(h))
-			keys = slices.Values(slices.Sorted(maps.Keys(h)))
+	return e, nil
+}
+
+// fromHeaders is EnvelopeFromHeaders into e, which it overwrites; the
+// consumer decodes into an Envelope on its stack.
+func (e *Envelope) fromHeaders(h map[string]string, data []byte) error {
+	*e = Envelope{Data: data}
+	var errs []error
+	// Header names that differ only in case must agree. When every name is
+	// already lowercase (what mb writes) no two can clash, and one pass in
+	// map order does; otherwise start again over the sorted names, keeping
+	// track of the attributes seen.
+	lower := true
+	for k, v := range h {
+		if hasUpper(k) {
+			lower = false
 			break
 		}
+		errs = e.setHeader(k, k, v, errs)
 	}
-	for k := range keys {
-		v := h[k]
-		lk := strings.ToLower(k)
-		var name string
-		switch {
-		case lk == headerContentType:
-			name = attrDataContentType
-		case strings.HasPrefix(lk, headerPrefix):
-			name = lk[len(headerPrefix):]
-			if name == attrDataContentType {
-				// Not a binary-mode header: the content type travels
-				// as content-type.
-				errs = append(errs, invalidEnvelope("header %q: in binary mode the data content type is the %q header", k, headerContentType))
+	if !lower {
+		*e = Envelope{Data: data}
+		errs = errs[:0]
+		seen := make(map[string]string, len(h))
+		for _, k := range slices.Sorted(maps.Keys(h)) {
+			v, lk := h[k], strings.ToLower(k)
+			name, ok := headerAttr(lk)
+			if !ok || (name == attrDataContentType && lk != headerContentType) {
+				errs = e.setHeader(k, lk, v, errs) // ignored, or an error
 				continue
 			}
-		default:
-			continue
-		}
-		if seen != nil {
 			if prev, dup := seen[name]; dup {
 				if prev != v {
 					errs = append(errs, invalidEnvelope("headers for attribute %q differ only in case and have different values", name))
@@ -388,20 +414,57 @@ func EnvelopeFromHeaders(h map[string]string, data []byte) (*Envelope, error) {
 				continue
 			}
 			seen[name] = v
+			errs = e.setHeader(k, lk, v, errs)
 		}
-		if v == "" {
-			continue
-		}
-		if err := e.set(name, v); err != nil {
-			errs = append(errs, err)
-		}
+	}
+	if len(errs) == 0 {
+		return e.Validate()
 	}
 	// Map order must not leak into the error text.
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	if err := errors.Join(append(errs, e.Validate())...); err != nil {
-		return nil, err
+	return errors.Join(append(errs, e.Validate())...)
+}
+
+// hasUpper reports whether s has an ASCII upper-case letter.
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return true
+		}
 	}
-	return e, nil
+	return false
+}
+
+// headerAttr returns the attribute the lowercase header name lk carries,
+// and false for a header that is not a binary-mode attribute.
+func headerAttr(lk string) (string, bool) {
+	if lk == headerContentType {
+		return attrDataContentType, true
+	}
+	if name, ok := strings.CutPrefix(lk, headerPrefix); ok {
+		return name, true
+	}
+	return "", false
+}
+
+// setHeader sets the attribute of header k (lowercased: lk) to v, and
+// returns errs with what is wrong with it appended.
+func (e *Envelope) setHeader(k, lk, v string, errs []error) []error {
+	name, ok := headerAttr(lk)
+	switch {
+	case !ok:
+		return errs
+	case name == attrDataContentType && lk != headerContentType:
+		// Not a binary-mode header: the content type travels as
+		// content-type.
+		return append(errs, invalidEnvelope("header %q: in binary mode the data content type is the %q header", k, headerContentType))
+	case v == "":
+		return errs
+	}
+	if err := e.set(name, v); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 // set sets the attribute name (known or extension) to a non-empty v.
@@ -483,8 +546,9 @@ func MarshalStructured(e *Envelope) ([]byte, error) {
 			writeJSONString(&buf, v)
 		}
 	}
-	for _, name := range stringAttrs {
-		str(name, *e.field(name))
+	for i, p := range e.attrPtrs() {
+		name := stringAttrs[i]
+		str(name, *p)
 		if name == attrSubject && !e.Time.IsZero() {
 			str(attrTime, e.Time.Format(time.RFC3339Nano))
 		}
