@@ -65,14 +65,38 @@ func (JSONCodec) ContentType() string { return "application/json" }
 
 // Marshal encodes v as JSON with [encoding/json].
 func (JSONCodec) Marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	je := jsonEncoders.Get().(*jsonEncoder)
+	je.buf.Reset()
+	if err := je.enc.Encode(v); err != nil {
+		jsonEncoders.Put(je)
 		return nil, err
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	b := je.buf.Bytes()
+	out := bytes.Clone(b[:len(b)-1]) // without the newline Encode appends
+	if je.buf.Cap() <= maxPooledJSONBuffer {
+		jsonEncoders.Put(je)
+	}
+	return out, nil
 }
+
+// jsonEncoder is a reusable JSON encoder writing to its own buffer.
+type jsonEncoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// maxPooledJSONBuffer bounds the buffers kept for reuse, so that one huge
+// message does not pin its buffer.
+const maxPooledJSONBuffer = 64 << 10
+
+// jsonEncoders holds encoders between JSONCodec.Marshal calls: the result
+// is copied out, so an encoder and its buffer serve message after message.
+var jsonEncoders = sync.Pool{New: func() any {
+	je := &jsonEncoder{}
+	je.enc = json.NewEncoder(&je.buf)
+	je.enc.SetEscapeHTML(false)
+	return je
+}}
 
 // Unmarshal decodes JSON data into the value v points to with
 // [encoding/json]. Trailing data after the JSON value is an error.
@@ -244,11 +268,20 @@ func (r *Registry) MaxDataSize() int { return r.opts.MaxDataSize }
 // when it fails, and an error wrapping [ErrInvalidEnvelope] when the result
 // is not valid, for example without a source.
 func (r *Registry) Encode(msg any, codec Codec, attrs *Envelope) (*Envelope, error) {
+	e := &Envelope{}
+	if err := r.encode(e, msg, codec, attrs); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// encode is Encode into e, which it overwrites. attrs may be e itself.
+func (r *Registry) encode(e *Envelope, msg any, codec Codec, attrs *Envelope) error {
 	if r == nil {
-		return nil, fmt.Errorf("%w: Encode on a nil *Registry; create one with NewRegistry", ErrInvalidArgument)
+		return fmt.Errorf("%w: Encode on a nil *Registry; create one with NewRegistry", ErrInvalidArgument)
 	}
 	if msg == nil {
-		return nil, invalidMessage("nil message")
+		return invalidMessage("nil message")
 	}
 	if codec == nil {
 		codec = JSONCodec{}
@@ -256,18 +289,22 @@ func (r *Registry) Encode(msg any, codec Codec, attrs *Envelope) (*Envelope, err
 	t := reflect.TypeOf(msg)
 	r.mu.RLock()
 	name, ok := r.byType[t]
-	_, elemOK := r.byType[elemType(t)]
 	r.mu.RUnlock()
 	if !ok {
 		if t.Kind() == reflect.Pointer {
+			r.mu.RLock()
+			_, elemOK := r.byType[t.Elem()]
+			r.mu.RUnlock()
 			if elemOK {
-				return nil, invalidMessage("%s is a pointer; encode the %s value", t, t.Elem())
+				return invalidMessage("%s is a pointer; encode the %s value", t, t.Elem())
 			}
 		}
-		return nil, fmt.Errorf("%w: %s is not registered; register it with RegisterMessage[%s]", ErrUnknownMessage, t, t)
+		return fmt.Errorf("%w: %s is not registered; register it with RegisterMessage[%s]", ErrUnknownMessage, t, t)
 	}
-	e := &Envelope{}
-	if attrs != nil {
+	switch {
+	case attrs == nil:
+		*e = Envelope{}
+	case attrs != e:
 		*e = *attrs
 		e.Extensions = maps.Clone(attrs.Extensions)
 	}
@@ -283,7 +320,7 @@ func (r *Registry) Encode(msg any, codec Codec, attrs *Envelope) (*Envelope, err
 	if e.Source == "" {
 		e.Source = r.opts.Source
 		if e.Source == "" {
-			return nil, invalidEnvelope("no source for %s; set Envelope.Source in the attributes or RegistryOptions.Source", name)
+			return invalidEnvelope("no source for %s; set Envelope.Source in the attributes or RegistryOptions.Source", name)
 		}
 	}
 	if e.PartitionKey == "" {
@@ -292,17 +329,17 @@ func (r *Registry) Encode(msg any, codec Codec, attrs *Envelope) (*Envelope, err
 		}
 	}
 	if err := e.Validate(); err != nil {
-		return nil, err
+		return err
 	}
 	data, err := codec.Marshal(msg)
 	if err != nil {
-		return nil, fmt.Errorf("mb: encode %s: %w", name, err)
+		return fmt.Errorf("mb: encode %s: %w", name, err)
 	}
 	if len(data) > r.opts.MaxDataSize {
-		return nil, fmt.Errorf("%w: %s encodes to %d bytes, more than the limit of %d", ErrMessageTooLarge, name, len(data), r.opts.MaxDataSize)
+		return fmt.Errorf("%w: %s encodes to %d bytes, more than the limit of %d", ErrMessageTooLarge, name, len(data), r.opts.MaxDataSize)
 	}
 	e.Data = data
-	return e, nil
+	return nil
 }
 
 // Decode decodes env's payload with codec (nil means [JSONCodec]) into a new
@@ -350,18 +387,13 @@ func (r *Registry) Decode(env *Envelope, codec Codec) (v any, err error) {
 	return ptr.Elem().Interface(), nil
 }
 
-// elemType returns the element type of a pointer type, or t.
-func elemType(t reflect.Type) reflect.Type {
-	if t.Kind() == reflect.Pointer {
-		return t.Elem()
-	}
-	return t
-}
-
 // sameMediaType reports whether a and b name the same media type, ignoring
 // parameters and case; two JSON media types (see isJSONContentType) count
 // as the same.
 func sameMediaType(a, b string) bool {
+	if a == b {
+		return true
+	}
 	ta, _, errA := mime.ParseMediaType(a)
 	tb, _, errB := mime.ParseMediaType(b)
 	if errA != nil || errB != nil {

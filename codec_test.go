@@ -318,3 +318,26 @@ type panickingCodec struct{}
 func (panickingCodec) ContentType() string         { return "application/json" }
 func (panickingCodec) Marshal(any) ([]byte, error) { panic("marshal") }
 func (panickingCodec) Unmarshal([]byte, any) error { panic("unmarshal") }
+
+// JSONCodec reuses its encoders: what Marshal returned stays the caller's,
+// untouched by later calls, whatever their sizes; HTML is not escaped and
+// there is no trailing newline.
+func TestJSONCodecMarshalResultsAreIndependent(t *testing.T) {
+	c := mb.JSONCodec{}
+	first, err := c.Marshal(map[string]string{"a": "<b>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Marshal(map[string]string{"long": strings.Repeat("x", 100_000)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Marshal(func() {}); err == nil {
+		t.Fatal("Marshal of a func succeeded")
+	}
+	if _, err := c.Marshal(map[string]int{"zz": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(first); got != `{"a":"<b>"}` {
+		t.Errorf("first result is now %q, want %q", got, `{"a":"<b>"}`)
+	}
+}
