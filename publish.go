@@ -127,7 +127,8 @@ func NewPublisher(d mbdriver.Publisher, reg *Registry, opts *PublisherOptions) (
 // the message being handled and its causation id that message's id (see
 // [MetadataFrom]); outside, its correlation id is the one set with
 // [WithCorrelationID], or its own id. The partition key comes from the
-// event's PartitionKey() string method, if it has one.
+// event's PartitionKey() string method, if it has one. All the events of
+// one call carry the same time: when Publish was called.
 //
 // All events are encoded before anything is sent: an event that cannot be
 // encoded (unregistered, too large, a codec error) fails Publish and
@@ -149,34 +150,53 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 	} else if id, ok := ctx.Value(correlationKey{}).(string); ok {
 		corr = id
 	}
-	type batch struct {
-		topic string
-		msgs  []*mbdriver.Message
-	}
-	var topics []*batch
-	byTopic := map[string]*batch{}
+	// One time, formatted once, and one block of messages for the whole
+	// call; a topic index only when there are many topics.
+	now := time.Now().UTC()
+	ts := now.Format(time.RFC3339Nano)
+	slab := make([]mbdriver.Message, len(events))
+	var topics []*topicBatch
+	var byTopic map[string]*topicBatch
+	var env Envelope
 	for i, ev := range events {
-		attrs := Envelope{ID: NewID(), Source: p.source, CorrelationID: corr, CausationID: cause}
-		if attrs.CorrelationID == "" {
-			attrs.CorrelationID = attrs.ID
+		env = Envelope{ID: NewID(), Source: p.source, Time: now, CorrelationID: corr, CausationID: cause}
+		if env.CorrelationID == "" {
+			env.CorrelationID = env.ID
 		}
-		env, err := p.reg.Encode(ev, p.codec, &attrs)
-		if err != nil {
+		if err := p.reg.encode(&env, ev, p.codec, &env); err != nil {
 			return fmt.Errorf("mb: Publish: event %d (%T): %w", i, ev, err)
 		}
 		topic := p.route(env.Type)
 		if topic == "" {
 			return fmt.Errorf("%w: Publish: the Router maps %q to an empty topic", ErrInvalidArgument, env.Type)
 		}
-		b := byTopic[topic]
-		if b == nil {
-			b = &batch{topic: topic}
-			byTopic[topic] = b
-			topics = append(topics, b)
+		var b *topicBatch
+		if byTopic != nil {
+			b = byTopic[topic]
+		} else {
+			for _, t := range topics {
+				if t.topic == topic {
+					b = t
+					break
+				}
+			}
 		}
-		b.msgs = append(b.msgs, &mbdriver.Message{
-			ID: env.ID, Headers: env.ToHeaders(), Body: env.Data, PartitionKey: env.PartitionKey,
-		})
+		if b == nil {
+			b = &topicBatch{topic: topic}
+			topics = append(topics, b)
+			if byTopic != nil || len(topics) > 8 {
+				if byTopic == nil {
+					byTopic = make(map[string]*topicBatch, 2*len(topics))
+					for _, t := range topics {
+						byTopic[t.topic] = t
+					}
+				}
+				byTopic[topic] = b
+			}
+		}
+		m := &slab[i]
+		*m = mbdriver.Message{ID: env.ID, Headers: env.headers(ts), Body: env.Data, PartitionKey: env.PartitionKey}
+		b.msgs = append(b.msgs, m)
 	}
 	for _, b := range topics {
 		for start := 0; start < len(b.msgs); start += p.maxBatch {
@@ -187,6 +207,12 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 		}
 	}
 	return nil
+}
+
+// topicBatch holds the messages of one Publish call for one topic.
+type topicBatch struct {
+	topic string
+	msgs  []*mbdriver.Message
 }
 
 // send hands one batch to the driver, retrying retryable errors.

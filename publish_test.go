@@ -3,6 +3,8 @@ package mb_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,6 +86,53 @@ func TestPublisherBatchesPerTopicInOrder(t *testing.T) {
 	}
 	if err := pub.Publish(context.Background(), CxOrderBilled{"x"}); !errors.Is(err, mbdriver.ErrClosed) {
 		t.Errorf("Publish after Close = %v", err)
+	}
+}
+
+// With many topics (more than the few Publish scans linearly) each topic
+// still gets its messages in the order given, topics in order of first
+// appearance; all the events of one call carry one time.
+func TestPublisherManyTopics(t *testing.T) {
+	reg := cxRegistry(t)
+	fp := &fakePublisher{}
+	const topics, events = 10, 25
+	n := 0
+	pub, err := mb.NewPublisher(fp, reg, &mb.PublisherOptions{Source: "/billing", Router: func(string) string {
+		n++
+		return fmt.Sprintf("t%d", (n-1)%topics)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]any, events)
+	for i := range evs {
+		evs[i] = CxOrderPlaced{Order: strconv.Itoa(i)}
+	}
+	if err := pub.Publish(context.Background(), evs...); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range topics {
+		want = append(want, fmt.Sprintf("t%d:%d", i, (events-i+topics-1)/topics))
+	}
+	if strings.Join(fp.batches, " ") != strings.Join(want, " ") {
+		t.Errorf("batches %v, want %v", fp.batches, want)
+	}
+	var wantOrders []string
+	for i := range topics {
+		for j := i; j < events; j += topics {
+			wantOrders = append(wantOrders, strconv.Itoa(j))
+		}
+	}
+	times := map[string]bool{}
+	for i, m := range fp.msgs {
+		if !strings.Contains(string(m.Body), `"`+wantOrders[i]+`"`) {
+			t.Errorf("message %d body %s, want order %s", i, m.Body, wantOrders[i])
+		}
+		times[m.Headers["ce-time"]] = true
+	}
+	if len(times) != 1 {
+		t.Errorf("one Publish call wrote %d different times: %v", len(times), times)
 	}
 }
 
