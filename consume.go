@@ -328,11 +328,12 @@ func partitionKey(m *mbdriver.Message) string {
 	if m.PartitionKey != "" {
 		return m.PartitionKey
 	}
-	if k, ok := m.Headers[headerPrefix+attrPartitionKey]; ok {
+	const header = headerPrefix + attrPartitionKey
+	if k, ok := m.Headers[header]; ok {
 		return k
 	}
 	for k, v := range m.Headers {
-		if strings.EqualFold(k, headerPrefix+attrPartitionKey) {
+		if len(k) == len(header) && strings.EqualFold(k, header) {
 			return v
 		}
 	}
@@ -346,8 +347,11 @@ func partitionKey(m *mbdriver.Message) string {
 // any other stops Run, which drains and returns it. When ctx is done, Run
 // drains gracefully: it stops receiving, lets the messages already received
 // finish (retries included) within DrainTimeout, acknowledges those that
-// succeeded, closes the receivers and returns nil. Messages received but
-// not yet handed to a worker are nacked at once. If the drain times out,
+// succeeded, closes the receivers and returns nil. The workers' queues
+// hold about one batch beyond the messages being handled (the receiver
+// fetches the next batch while the workers are busy); queued messages are
+// handled in the drain, and those of a received batch that found no room
+// in the queues are nacked at once. If the drain times out,
 // the handlers' context is cancelled, the unfinished messages are nacked
 // (returned for redelivery on drivers that redeliver) and Run returns an
 // error saying how many were abandoned. Handlers must honour their context
@@ -385,13 +389,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// The channels hold up to one batch beyond the messages being
+	// handled, so that the receiver can fetch the next batch while the
+	// workers are busy and hands a batch over without waiting for a worker
+	// per message.
 	n := c.o.Concurrency
 	keyed := make([]chan *delivery, n)
-	free := make(chan *delivery)
+	free := make(chan *delivery, c.o.BatchSize)
 	var abandoned atomic.Int64
 	var workers sync.WaitGroup
 	for i := range keyed {
-		keyed[i] = make(chan *delivery, 1)
+		keyed[i] = make(chan *delivery, max(1, c.o.BatchSize/n))
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -482,11 +490,13 @@ func (c *Consumer) receive(ctx context.Context, r mbdriver.Receiver, topic strin
 			continue
 		}
 		failures = 0
+		ds := make([]delivery, len(msgs)) // one allocation per batch
 		for i, m := range msgs {
 			if m == nil {
 				continue
 			}
-			d := &delivery{msg: m, rcv: r, topic: topic, acks: acks}
+			d := &ds[i]
+			*d = delivery{msg: m, rcv: r, topic: topic, acks: acks}
 			ch := free
 			if k := partitionKey(m); k != "" {
 				h := fnv.New32a()
@@ -538,10 +548,11 @@ func (c *Consumer) work(ctx context.Context, own, free chan *delivery, abandoned
 // ctx was cancelled.
 func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 	m := d.msg
-	env, err := EnvelopeFromHeaders(m.Headers, m.Body)
+	var env Envelope
+	err := env.fromHeaders(m.Headers, m.Body)
 	var v any
 	if err == nil {
-		v, err = c.reg.Decode(env, c.o.Codec)
+		v, err = c.reg.Decode(&env, c.o.Codec)
 	}
 	if err != nil {
 		now := time.Now().UTC()
@@ -552,9 +563,9 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 	in := incoming{id: env.ID, correlation: env.CorrelationID, causation: env.CausationID}
 	var guard guardFunc
 	if c.o.Inbox != nil {
-		group, inbox := c.o.Group, c.o.Inbox
+		group, inbox, id := c.o.Group, c.o.Inbox, env.ID
 		guard = func(ctx context.Context, handler string) (bool, error) {
-			return inbox.Claim(ctx, InboxKey{Group: group, Handler: handler, MessageID: env.ID})
+			return inbox.Claim(ctx, InboxKey{Group: group, Handler: handler, MessageID: id})
 		}
 	}
 	redeliver := c.caps.Redelivery && !c.caps.AtMostOnce
