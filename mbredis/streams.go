@@ -183,53 +183,80 @@ func (s *Streams) Publish(ctx context.Context, topic string, msgs []*mbdriver.Me
 		}
 	}
 	key := s.opts.KeyPrefix + topic
+	var boxes valueBoxes
 	switch len(msgs) {
 	case 0:
 		return nil
 	case 1:
-		return s.client.XAdd(ctx, s.xaddArgs(key, msgs[0])).Err()
+		return s.client.XAdd(ctx, s.xaddArgs(key, msgs[0], &boxes)).Err()
 	}
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, m := range msgs {
-			p.XAdd(ctx, s.xaddArgs(key, m))
+			p.XAdd(ctx, s.xaddArgs(key, m, &boxes))
 		}
 		return nil
 	})
 	return err
 }
 
-// commonHeaderFields holds the entry field names of the headers mb writes
-// on every message, already boxed, so that publishing neither builds nor
-// boxes them each time. Read-only after package initialisation.
-var commonHeaderFields = func() map[string]any {
-	m := map[string]any{}
-	for _, h := range []string{
-		"ce-id", "ce-source", "ce-specversion", "ce-type", "ce-time", "ce-subject",
-		"ce-dataschema", "ce-correlationid", "ce-causationid", "ce-traceparent",
-		"ce-tracestate", "ce-partitionkey", "content-type",
-	} {
-		m[h] = fieldHeaderPrefix + h
+// commonHeaders are the headers mb writes on most messages. Their entry
+// field names are boxed once (commonHeaderFields), and their values are
+// boxed once per batch when consecutive messages share them (valueBoxes).
+var commonHeaders = [...]string{
+	"ce-id", "ce-source", "ce-specversion", "ce-type", "ce-time", "ce-subject",
+	"ce-dataschema", "ce-correlationid", "ce-causationid", "ce-traceparent",
+	"ce-tracestate", "ce-partitionkey", "content-type",
+}
+
+// commonHeaderFields maps each of commonHeaders to its index and its entry
+// field name, already boxed. Read-only after package initialisation.
+var commonHeaderFields = func() map[string]commonHeader {
+	m := make(map[string]commonHeader, len(commonHeaders))
+	for i, h := range commonHeaders {
+		m[h] = commonHeader{i, fieldHeaderPrefix + h}
 	}
 	return m
 }()
 
-// headerField returns the entry field name of header k.
-func headerField(k string) any {
-	if f, ok := commonHeaderFields[k]; ok {
-		return f
-	}
-	return fieldHeaderPrefix + k
+type commonHeader struct {
+	index int
+	field any
 }
 
-func (s *Streams) xaddArgs(key string, m *mbdriver.Message) *redis.XAddArgs {
+// valueBoxes keeps, for each of commonHeaders, the last value written in
+// a batch, boxed: the source, type, spec version and content type of a
+// batch are usually the same for every message, and boxing a string
+// allocates.
+type valueBoxes [len(commonHeaders)]any
+
+// box returns v boxed, reusing the box of the previous message's value of
+// header i when it is the same string.
+func (b *valueBoxes) box(i int, v string) any {
+	if prev, ok := b[i].(string); ok && prev == v {
+		return b[i]
+	}
+	b[i] = v
+	return b[i]
+}
+
+func (s *Streams) xaddArgs(key string, m *mbdriver.Message, boxes *valueBoxes) *redis.XAddArgs {
+	id := any(m.ID) // boxed once: ce-id, often ce-correlationid, repeat it
 	values := make([]any, 0, 6+2*len(m.Headers))
-	values = append(values, fieldID, m.ID, fieldBody, m.Body)
+	values = append(values, fieldID, id, fieldBody, m.Body)
 	if m.PartitionKey != "" {
 		values = append(values, fieldPartitionKey, m.PartitionKey)
 	}
 	// Field order within an entry carries no meaning; no sorting.
 	for k, v := range m.Headers {
-		values = append(values, headerField(k), v)
+		if h, ok := commonHeaderFields[k]; ok {
+			if v == m.ID {
+				values = append(values, h.field, id)
+			} else {
+				values = append(values, h.field, boxes.box(h.index, v))
+			}
+		} else {
+			values = append(values, fieldHeaderPrefix+k, v)
+		}
 	}
 	a := &redis.XAddArgs{Stream: key, Values: values}
 	if s.opts.MaxLen > 0 {
@@ -431,10 +458,16 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 			}
 			return nil, r.ctxErr(ctx, err)
 		}
-		var msgs []*mbdriver.Message
+		n := 0
+		for _, st := range res {
+			n += len(st.Messages)
+		}
+		msgs := r.messages(n)
+		n = 0
 		for _, st := range res {
 			for _, xm := range st.Messages {
-				msgs = append(msgs, r.message(xm, 1))
+				r.fill(msgs[n], xm, 1)
+				n++
 			}
 		}
 		if r.isClosed() {
@@ -543,20 +576,30 @@ func (r *streamReceiver) claim(ctx context.Context, now time.Time, max int) ([]*
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, err
 	}
-	msgs := make([]*mbdriver.Message, len(live))
+	msgs := r.messages(len(live))
 	for i, xm := range live {
 		attempt := 0
 		if pe, err := cmds[i].(*redis.XPendingExtCmd).Result(); err == nil && len(pe) == 1 && pe[0].ID == xm.ID {
 			attempt = int(pe[0].RetryCount)
 		}
-		msgs[i] = r.message(xm, attempt)
+		r.fill(msgs[i], xm, attempt)
 	}
 	return msgs, nil
 }
 
-// message turns a stream entry into a Message.
-func (r *streamReceiver) message(xm redis.XMessage, attempt int) *mbdriver.Message {
-	m := &mbdriver.Message{Topic: r.topic, Attempt: attempt, AckID: xm.ID, PublishedAt: entryTime(xm.ID)}
+// messages returns n new, empty Messages, allocated in one block.
+func (r *streamReceiver) messages(n int) []*mbdriver.Message {
+	block := make([]mbdriver.Message, n)
+	msgs := make([]*mbdriver.Message, n)
+	for i := range block {
+		msgs[i] = &block[i]
+	}
+	return msgs
+}
+
+// fill turns a stream entry into the empty Message m.
+func (r *streamReceiver) fill(m *mbdriver.Message, xm redis.XMessage, attempt int) {
+	*m = mbdriver.Message{Topic: r.topic, Attempt: attempt, AckID: xm.ID, PublishedAt: entryTime(xm.ID)}
 	for f, v := range xm.Values {
 		s, _ := v.(string)
 		switch {
@@ -568,12 +611,11 @@ func (r *streamReceiver) message(xm redis.XMessage, attempt int) *mbdriver.Messa
 			m.PartitionKey = s
 		case strings.HasPrefix(f, fieldHeaderPrefix):
 			if m.Headers == nil {
-				m.Headers = make(map[string]string, len(xm.Values))
+				m.Headers = make(map[string]string, len(xm.Values)-2) // all but id and body
 			}
 			m.Headers[f[len(fieldHeaderPrefix):]] = s
 		}
 	}
-	return m
 }
 
 // entryTime returns the time in a stream entry ID ("<ms>-<seq>").
