@@ -129,6 +129,20 @@ type ConsumerOptions struct {
 	// a message that should be dead-lettered but has nowhere to go. Nil
 	// means slog.Default().
 	Logger *slog.Logger
+	// OnReceive, if set, is called for each message that decoded, before
+	// its handlers run, with the envelope it arrived in: the hook for
+	// tracing. The context it returns is the handlers' context (a tracing
+	// integration starts a consumer span from env.TraceParent there); it
+	// must derive from ctx. The function it returns, if not nil, is
+	// called once when this delivery is settled: with nil when the
+	// message was handled and is acknowledged, or with the handlers'
+	// error when it failed for good (dead-lettered) or goes back for a
+	// retry by the broker or is abandoned by the drain; in-process retries
+	// happen between the two calls. Messages that cannot be decoded do not
+	// reach it (ErrorHandler hears of them). It is called from several
+	// workers at once; env is the hook's to keep. A panic in it is
+	// reported to ErrorHandler and the message handled as if it were nil.
+	OnReceive func(ctx context.Context, env *Envelope) (context.Context, func(err error))
 }
 
 // Consumer receives messages from a transport and dispatches them to the
@@ -568,12 +582,19 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 			return inbox.Claim(ctx, InboxKey{Group: group, Handler: handler, MessageID: id})
 		}
 	}
+	hctx, done := ctx, func(error) {}
+	if c.o.OnReceive != nil {
+		e := new(Envelope) // the hook may keep its own copy only
+		*e = env
+		hctx, done = c.receiveHook(ctx, e)
+	}
 	redeliver := c.caps.Redelivery && !c.caps.AtMostOnce
 	for k := 1; ; k++ {
-		errs := c.bus.dispatchIncoming(ctx, v, in, guard)
+		errs := c.bus.dispatchIncoming(hctx, v, in, guard)
 		if len(errs) == 0 {
 			c.forget(env.ID)
 			c.ack(ctx, d)
+			done(nil)
 			return true
 		}
 		herr := errors.Join(errs...)
@@ -585,22 +606,56 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 		if attempt >= c.o.MaxAttempts {
 			c.forget(env.ID)
 			c.deadLetter(ctx, d, fmt.Errorf("mb: consumer: %s %q from %q failed %d times: %w", env.Type, env.ID, d.sourceTopic(), attempt, herr), attempt, st.first, st.last)
+			done(herr)
 			return true
 		}
 		c.report(ctx, fmt.Errorf("mb: consumer: %s %q from %q failed (attempt %d of %d, will retry): %w", env.Type, env.ID, d.sourceTopic(), attempt, c.o.MaxAttempts, herr))
 		delay := c.o.Backoff.Delay(attempt)
 		if ctx.Err() != nil {
 			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
+			done(herr)
 			return false
 		}
 		if redeliver {
 			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, delay)
+			done(herr)
 			return true
 		}
 		if sleepCtx(ctx, delay) != nil {
 			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
+			done(herr)
 			return false
 		}
+	}
+}
+
+// receiveHook calls OnReceive for env. A panic in the hook, or a nil
+// context from it, is reported and the message is handled with ctx; the
+// returned done is never nil and reports a panic of the hook's own.
+func (c *Consumer) receiveHook(ctx context.Context, env *Envelope) (hctx context.Context, done func(error)) {
+	nop := func(error) {}
+	defer func() {
+		if r := recover(); r != nil {
+			c.report(ctx, fmt.Errorf("mb: consumer: ConsumerOptions.OnReceive panicked for %q: %w", env.ID, newPanicError(r)))
+			hctx, done = ctx, nop
+		}
+	}()
+	hctx, finish := c.o.OnReceive(ctx, env)
+	if hctx == nil {
+		c.report(ctx, fmt.Errorf("mb: consumer: ConsumerOptions.OnReceive returned a nil context for %q; using the consumer's", env.ID))
+		hctx = ctx
+	}
+	if finish == nil {
+		return hctx, nop
+	}
+	id := env.ID
+	return hctx, func(err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				c.report(ctx, fmt.Errorf("mb: consumer: the function ConsumerOptions.OnReceive returned panicked for %q: %w", id, newPanicError(r)))
+			}
+		}()
+		finish(err)
 	}
 }
 

@@ -126,6 +126,12 @@
 // per-partition-key order, consulting an [Inbox] so a redelivered message
 // has no second effect, and draining on shutdown.
 //
+// Tracing plugs in at two hooks: [PublisherOptions.OnPublish] sees each
+// outgoing envelope with the publishing context (to write the
+// traceparent), and [ConsumerOptions.OnReceive] sees each incoming one
+// before its handlers run, returns their context (to start a span from
+// the traceparent) and hears how the delivery ended.
+//
 // Transports implement the small interfaces of package
 // [github.com/mb-go/mb/mbdriver] and pass the conformance suite in
 // [github.com/mb-go/mb/mbdrivertest]; [github.com/mb-go/mb/mbmem] is an

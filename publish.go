@@ -1,6 +1,7 @@
 package mb
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,15 @@ type PublisherOptions struct {
 	// fields take the defaults of [RetryOptions] (3 attempts, 10ms
 	// initial backoff, 1s maximum).
 	Retry RetryOptions
+	// OnPublish, if set, is called for each event with Publish's context
+	// and the event's envelope (payload encoded, every attribute set)
+	// before it is sent: the hook for tracing (set TraceParent
+	// and TraceState from the span in ctx) and for attributes such as
+	// Subject or extensions. It must not change Type or Data. The envelope
+	// is validated again after it; an invalid change, or a panic, fails
+	// Publish and nothing is sent. It must not keep env, and it is called
+	// from the goroutines that call Publish.
+	OnPublish func(ctx context.Context, env *Envelope)
 }
 
 // Publisher publishes events to a transport: the portable half of
@@ -49,8 +59,9 @@ type PublisherOptions struct {
 // unit of work later rolls back has been sent anyway. Use an outbox for
 // events that must leave if and only if the business transaction commits.
 type Publisher struct {
-	d        mbdriver.Publisher
-	reg      *Registry
+	d         mbdriver.Publisher
+	reg       *Registry
+	onPublish func(ctx context.Context, env *Envelope)
 	codec    Codec
 	route    Router
 	source   string
@@ -112,7 +123,7 @@ func NewPublisher(d mbdriver.Publisher, reg *Registry, opts *PublisherOptions) (
 	}
 	return &Publisher{
 		d: d, reg: reg, codec: o.Codec, route: o.Router, source: o.Source,
-		maxBatch: o.MaxBatch, retry: retry,
+		maxBatch: o.MaxBatch, retry: retry, onPublish: o.OnPublish,
 	}, nil
 }
 
@@ -166,6 +177,11 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 		if err := p.reg.encode(&env, ev, p.codec, &env); err != nil {
 			return fmt.Errorf("mb: Publish: event %d (%T): %w", i, ev, err)
 		}
+		if p.onPublish != nil {
+			if err := p.hook(ctx, &env); err != nil {
+				return fmt.Errorf("mb: Publish: event %d (%T): after PublisherOptions.OnPublish: %w", i, ev, err)
+			}
+		}
 		topic := p.route(env.Type)
 		if topic == "" {
 			return fmt.Errorf("%w: Publish: the Router maps %q to an empty topic", ErrInvalidArgument, env.Type)
@@ -194,8 +210,15 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 				byTopic[topic] = b
 			}
 		}
+		hts := ts
+		if !env.Time.Equal(now) { // changed by OnPublish
+			hts = ""
+			if !env.Time.IsZero() {
+				hts = env.Time.Format(time.RFC3339Nano)
+			}
+		}
 		m := &slab[i]
-		*m = mbdriver.Message{ID: env.ID, Headers: env.headers(ts), Body: env.Data, PartitionKey: env.PartitionKey}
+		*m = mbdriver.Message{ID: env.ID, Headers: env.headers(hts), Body: env.Data, PartitionKey: env.PartitionKey}
 		b.msgs = append(b.msgs, m)
 	}
 	for _, b := range topics {
@@ -207,6 +230,22 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 		}
 	}
 	return nil
+}
+
+// hook runs OnPublish on env and checks what it left; a panic in it is an
+// error.
+func (p *Publisher) hook(ctx context.Context, env *Envelope) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: the hook panicked: %w", ErrInvalidArgument, newPanicError(r))
+		}
+	}()
+	typ, data := env.Type, env.Data
+	p.onPublish(ctx, env)
+	if env.Type != typ || !bytes.Equal(env.Data, data) {
+		return fmt.Errorf("%w: the hook changed Type or Data; it may change the other attributes only", ErrInvalidArgument)
+	}
+	return env.Validate()
 }
 
 // topicBatch holds the messages of one Publish call for one topic.
