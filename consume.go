@@ -76,6 +76,17 @@ type ConsumerOptions struct {
 	// Consumer names this consumer within its group; drivers that need
 	// one generate it when empty.
 	Consumer string
+	// Start is where the group starts when Run's subscription creates it,
+	// that is, when the group does not exist on the broker yet (the first
+	// run of a service, or a new group name): [mbdriver.StartNew], the
+	// zero value, for the messages published from then on;
+	// [mbdriver.StartOldest] for the oldest message the broker retains,
+	// so that events published before the service first ran are handled
+	// too. A group that exists keeps its position whatever Start says, so
+	// a restart never handles acked messages again. StartOldest needs a
+	// driver that declares Capabilities.Replay; with another, Run returns
+	// the driver's error from Subscribe.
+	Start mbdriver.StartPosition
 	// Codec decodes payloads. Nil means [JSONCodec].
 	Codec Codec
 	// Concurrency is how many messages are handled at once. Zero means
@@ -394,7 +405,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return errors.Join(errs...)
 	}
 	for _, t := range c.topics {
-		r, err := c.sub.Subscribe(ctx, mbdriver.Subscription{Topic: t, Pattern: c.o.Pattern, Group: c.o.Group, Consumer: c.o.Consumer})
+		r, err := c.sub.Subscribe(ctx, mbdriver.Subscription{Topic: t, Pattern: c.o.Pattern, Group: c.o.Group, Consumer: c.o.Consumer, Start: c.o.Start})
 		if err != nil {
 			return errors.Join(fmt.Errorf("mb: consumer: subscribe to %q (group %q): %w", t, c.o.Group, err), closeAll())
 		}

@@ -257,6 +257,70 @@ func TestConsumerRoundTripKeepsMetadata(t *testing.T) {
 	}
 }
 
+// A consumer whose group does not exist yet, with Start StartOldest,
+// handles the events published before it first ran, then the later ones.
+// Run again, also with StartOldest, its group keeps its position: nothing
+// is handled twice.
+func TestConsumerStartOldestHandlesEarlierEvents(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := cxRegistry(t)
+	pub, err := mb.NewPublisher(tr, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	ctx := context.Background()
+	publish := func(order string) {
+		t.Helper()
+		if err := pub.Publish(ctx, CxOrderPlaced{Order: order}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// No group exists yet: the broker only retains these.
+	early := []string{"early-1", "early-2", "early-3"}
+	for _, o := range early {
+		publish(o)
+	}
+
+	bus := mb.New()
+	handled := make(chan string, 10)
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		handled <- e.Order
+		return nil
+	})
+	opts := mb.ConsumerOptions{Topic: topic, Group: cxGroup, Start: mbdriver.StartOldest, Concurrency: 1}
+	stop := runConsumer(t, newCx(t, bus, tr, reg, opts))
+	for _, want := range early {
+		if got := recv(t, handled); got != want {
+			t.Fatalf("handled %q, want %q: the events published before the consumer first ran, in order", got, want)
+		}
+	}
+	publish("late")
+	if got := recv(t, handled); got != "late" {
+		t.Fatalf("handled %q, want late", got)
+	}
+	sub := mbdriver.Subscription{Topic: topic, Group: cxGroup}
+	eventually(t, "the acks", func() bool { return tr.Pending(sub) == 0 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run = %v, want nil after cancel", err)
+	}
+
+	stop = runConsumer(t, newCx(t, bus, tr, reg, opts))
+	publish("after restart")
+	if got := recv(t, handled); got != "after restart" {
+		t.Fatalf("after the restart handled %q, want \"after restart\": an existing group must not start over", got)
+	}
+	eventually(t, "the ack", func() bool { return tr.Pending(sub) == 0 })
+	if err := stop(); err != nil {
+		t.Fatalf("second Run = %v, want nil after cancel", err)
+	}
+	if len(handled) != 0 {
+		t.Errorf("%d more events handled, want none", len(handled))
+	}
+}
+
 func TestConsumerDeadLettersUndecodableAtOnce(t *testing.T) {
 	const topic = "cx.order.placed"
 	tr, reg := cxBroker(t, topic)

@@ -138,6 +138,14 @@
 // in-memory one, and the mbredis module provides Redis Streams and Redis
 // Pub/Sub.
 //
+// A consumer group that does not exist yet is created when the Consumer
+// first subscribes, by default at the end of the topic: events published
+// before the service first ran are not handled. Set ConsumerOptions.Start
+// to [mbdriver.StartOldest] to start a new group at the oldest event the
+// broker retains instead (drivers that declare Capabilities.Replay, such
+// as Redis Streams and mbmem); an existing group always resumes where it
+// left off.
+//
 // # Concurrency
 //
 // A [Bus] is safe for concurrent use. Dispatch reads an immutable snapshot

@@ -12,6 +12,7 @@ package mbdriver
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -80,6 +81,12 @@ type Capabilities struct {
 	// AtMostOnce: delivery is at most once (no acks); Ack and Nack do
 	// nothing.
 	AtMostOnce bool
+	// Replay: a new group subscribed with StartOldest gets the messages
+	// the broker retains from before it existed, starting with the oldest
+	// (how many and for how long is the broker's retention, which the
+	// driver documents). Without it, Subscribe with StartOldest returns an
+	// error wrapping [errors.ErrUnsupported].
+	Replay bool
 }
 
 // Publisher sends messages to topics.
@@ -109,13 +116,56 @@ type Subscription struct {
 	// Consumer names this receiver within its group; unique per live
 	// receiver. Drivers that need one generate it when empty.
 	Consumer string
+	// Start is where the group starts reading when this Subscribe creates
+	// it. It applies only to a group that does not exist yet: an existing
+	// group keeps its position (what it has acked is never delivered
+	// again), whatever Start says. The zero value is [StartNew].
+	// [StartOldest] needs Capabilities.Replay. For drivers without consumer
+	// groups, every Subscribe starts a new "group".
+	Start StartPosition
+}
+
+// StartPosition is where a new consumer group starts reading its topic:
+// which messages, published before the group was created, it gets. See
+// Subscription.Start. Any other value than the constants below is invalid,
+// and Subscribe returns an error for it.
+//
+// When receivers with different Start values race to create the same group,
+// the first to create it decides; give every receiver of a group the same
+// Start.
+type StartPosition int
+
+const (
+	// StartNew starts a new group at the messages published after it was
+	// created; earlier ones are not delivered to it. The zero value, and
+	// what every driver supports.
+	StartNew StartPosition = iota
+	// StartOldest starts a new group at the oldest message the broker
+	// still retains for the topic (for a pattern, for each matching
+	// topic), so that it also gets the messages published before it
+	// existed, as far back as the broker's retention goes, followed by the
+	// new ones. Needs Capabilities.Replay: a driver without it returns an
+	// error wrapping [errors.ErrUnsupported] from Subscribe rather than
+	// quietly starting at the new messages.
+	StartOldest
+)
+
+// String returns "StartNew", "StartOldest" or "StartPosition(n)".
+func (p StartPosition) String() string {
+	switch p {
+	case StartNew:
+		return "StartNew"
+	case StartOldest:
+		return "StartOldest"
+	}
+	return "StartPosition(" + strconv.Itoa(int(p)) + ")"
 }
 
 // Subscriber opens receivers.
 type Subscriber interface {
-	// Subscribe opens a receiver for sub. Creating the group (starting at
-	// messages published after it was first created) is part of it. Safe
-	// for concurrent use.
+	// Subscribe opens a receiver for sub. Creating the group when it does
+	// not exist yet, at sub.Start, is part of it; an existing group keeps
+	// its position. Safe for concurrent use.
 	Subscribe(ctx context.Context, sub Subscription) (Receiver, error)
 }
 

@@ -22,3 +22,20 @@ func TestErrClosedWraps(t *testing.T) {
 		t.Fatal("a different error with the same text matched ErrClosed")
 	}
 }
+
+func TestStartPositionString(t *testing.T) {
+	for p, want := range map[mbdriver.StartPosition]string{
+		mbdriver.StartNew:          "StartNew",
+		mbdriver.StartOldest:       "StartOldest",
+		mbdriver.StartPosition(7):  "StartPosition(7)",
+		mbdriver.StartPosition(-1): "StartPosition(-1)",
+	} {
+		if got := p.String(); got != want {
+			t.Errorf("StartPosition(%d).String() = %q, want %q", int(p), got, want)
+		}
+	}
+	var zero mbdriver.Subscription
+	if zero.Start != mbdriver.StartNew {
+		t.Errorf("the zero Subscription starts at %v, want StartNew", zero.Start)
+	}
+}

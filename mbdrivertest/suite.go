@@ -11,20 +11,27 @@
 //
 // The suite reads the driver's [mbdriver.Capabilities] and runs one subtest
 // per guarantee. A subtest whose capability is not declared is skipped with
-// "capability X not declared" (or "capability X declared" for FanOut, which
-// tests drivers without consumer groups); every other subtest runs. The
-// subtest names are stable: RoundTrip, Headers, Batch, AckNoRedelivery,
-// NackRedelivery, NackDelay, CompetingConsumers, TwoGroups, FanOut,
-// StoppedConsumer, Persistence, CloseSemantics, ReceiveContextCancel,
-// PerKeyOrder, DuplicateID, Pattern, AsAndIsRetryable. Run a single one
+// "capability X not declared" (or "capability X declared" for FanOut and
+// StartOldestUnsupported, which test drivers without consumer groups and
+// without replay); every other subtest runs. The subtest names are stable:
+// RoundTrip, Headers, Batch, AckNoRedelivery, NackRedelivery, NackDelay,
+// CompetingConsumers, TwoGroups, FanOut, StoppedConsumer, Persistence,
+// CloseSemantics, ReceiveContextCancel, PerKeyOrder, DuplicateID, Pattern,
+// StartNew, StartOldest, StartOldestExistingGroup, StartOldestPattern,
+// StartOldestUnsupported, StartInvalid, AsAndIsRetryable. Run a single one
 // with -run 'TestX/RoundTrip'.
 //
 // What the suite assumes of every driver:
 //
 //   - Subscribe returns once the receiver (and its group) is set up: a
 //     message published after Subscribe returned reaches it. The suite
-//     always subscribes before it publishes, so at-most-once drivers
-//     (Redis Pub/Sub) run the same subtests.
+//     subscribes before it publishes, so at-most-once drivers (Redis
+//     Pub/Sub) run the same subtests, except where a subtest is about the
+//     messages published before a group exists (StartNew and the
+//     StartOldest subtests).
+//   - A driver that declares Replay retains, at least for the length of a
+//     subtest, the last 10 messages of a topic, also those published
+//     while no group existed.
 //   - Every Subscription carries a Group, also for drivers without
 //     consumer groups (which must then ignore it).
 //   - Topic and group names are the Harness's Prefix followed by lower-case
@@ -196,6 +203,23 @@ func (s *suite) subscribe(t *testing.T, c *conn, sub mbdriver.Subscription) *rcv
 		name = "receiver of group " + sub.Group
 	}
 	return &rcv{Receiver: r, c: c, name: name}
+}
+
+// refused calls Subscribe with sub, which must fail, and returns its
+// error. If it succeeds, it closes the receiver and fails the test, saying
+// why it should not have.
+func (s *suite) refused(t *testing.T, c *conn, sub mbdriver.Subscription, why string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), s.wait)
+	defer cancel()
+	r, err := c.Subscribe(ctx, sub)
+	if err == nil {
+		if r != nil {
+			_ = r.Close()
+		}
+		t.Fatalf("Subscribe(%+v) succeeded: %s", sub, why)
+	}
+	return err
 }
 
 // publish publishes msgs to topic in one call.
@@ -462,6 +486,28 @@ func describe(msgs []*mbdriver.Message) string {
 		ids = append(ids, m.ID)
 	}
 	return "ids " + strings.Join(ids, ", ")
+}
+
+// idsOf returns the ids of msgs.
+func idsOf(msgs []*mbdriver.Message) []string {
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+// without returns the messages of msgs whose id is not among those of
+// drop.
+func without(msgs, drop []*mbdriver.Message) []*mbdriver.Message {
+	d := byID(drop)
+	var out []*mbdriver.Message
+	for _, m := range msgs {
+		if d[m.ID] == nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // byID indexes msgs by id.

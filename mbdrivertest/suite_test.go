@@ -36,7 +36,8 @@ func TestAtMostOnce(t *testing.T) {
 }
 
 // pubsub turns mbmem into an at-most-once fan-out transport: every
-// receiver has a group of its own, and Receive acks at once.
+// receiver has a group of its own, and Receive acks at once. Like Redis
+// Pub/Sub it keeps nothing for replay, so it refuses StartOldest.
 type pubsub struct {
 	*mbmem.Transport
 }
@@ -48,6 +49,9 @@ func (p *pubsub) Capabilities() mbdriver.Capabilities {
 }
 
 func (p *pubsub) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	if sub.Start == mbdriver.StartOldest {
+		return nil, fmt.Errorf("pubsub: Subscription.Start is StartOldest, but this driver keeps no messages to replay: %w", errors.ErrUnsupported)
+	}
 	sub.Group = fmt.Sprint("pubsub-", receivers.Add(1))
 	r, err := p.Transport.Subscribe(ctx, sub)
 	if err != nil {
@@ -101,6 +105,12 @@ func TestSuiteCatchesBugs(t *testing.T) {
 		{"closed-error", "CloseSemantics"},
 		{"ctx-swallowed", "ReceiveContextCancel"},
 		{"as-anything", "AsAndIsRetryable"},
+		{"replay-none", "StartOldest"},
+		{"replay-pattern-none", "StartOldestPattern"},
+		{"replay-rewinds", "StartOldestExistingGroup"},
+		{"replay-ignored", "StartOldestUnsupported"},
+		{"start-new-replays", "StartNew"},
+		{"start-invalid", "StartInvalid"},
 	} {
 		t.Run(tc.mutation+"/"+tc.subtest, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -136,6 +146,14 @@ type mutant struct {
 	m string
 }
 
+func (d *mutant) Capabilities() mbdriver.Capabilities {
+	c := d.Transport.Capabilities()
+	if d.m == "replay-ignored" {
+		c.Replay = false
+	}
+	return c
+}
+
 func (d *mutant) As(i any) bool {
 	if d.m == "as-anything" {
 		return true
@@ -164,6 +182,29 @@ func (d *mutant) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdr
 	case "pattern-all":
 		if sub.Pattern {
 			sub.Topic = ">"
+		}
+	case "replay-none", "replay-ignored":
+		// StartOldest quietly starts at the new messages.
+		if sub.Start == mbdriver.StartOldest {
+			sub.Start = mbdriver.StartNew
+		}
+	case "replay-pattern-none":
+		if sub.Pattern && sub.Start == mbdriver.StartOldest {
+			sub.Start = mbdriver.StartNew
+		}
+	case "replay-rewinds":
+		// StartOldest always makes a new group, so an existing group
+		// starts over.
+		if sub.Start == mbdriver.StartOldest {
+			sub.Group = fmt.Sprint(sub.Group, "-", groups.Add(1))
+		}
+	case "start-new-replays":
+		if sub.Start == mbdriver.StartNew {
+			sub.Start = mbdriver.StartOldest
+		}
+	case "start-invalid":
+		if sub.Start != mbdriver.StartOldest {
+			sub.Start = mbdriver.StartNew
 		}
 	}
 	r, err := d.Transport.Subscribe(ctx, sub)

@@ -16,6 +16,7 @@ import (
 func (s *suite) tests() []testCase {
 	persistent := func(c mbdriver.Capabilities) bool { return c.Persistent }
 	groups := func(c mbdriver.Capabilities) bool { return c.ConsumerGroups }
+	replay := func(c mbdriver.Capabilities) bool { return c.Replay }
 	return []testCase{
 		{"RoundTrip", always, s.testRoundTrip},
 		{"Headers", always, s.testHeaders},
@@ -42,6 +43,21 @@ func (s *suite) tests() []testCase {
 		{"PerKeyOrder", need("OrderingPerKey", func(c mbdriver.Capabilities) bool { return c.OrderingPerKey }), s.testPerKeyOrder},
 		{"DuplicateID", always, s.testDuplicateID},
 		{"Pattern", need("Patterns", func(c mbdriver.Capabilities) bool { return c.Patterns }), s.testPattern},
+		{"StartNew", always, s.testStartNew},
+		{"StartOldest", need("Replay", replay), s.testStartOldest},
+		{"StartOldestExistingGroup", need("Replay (with Persistent)", func(c mbdriver.Capabilities) bool {
+			return c.Replay && c.Persistent
+		}), s.testStartOldestExistingGroup},
+		{"StartOldestPattern", need("Replay and Patterns", func(c mbdriver.Capabilities) bool {
+			return c.Replay && c.Patterns
+		}), s.testStartOldestPattern},
+		{"StartOldestUnsupported", func(c mbdriver.Capabilities) string {
+			if c.Replay {
+				return "capability Replay declared: StartOldestUnsupported tests drivers without it"
+			}
+			return ""
+		}, s.testStartOldestUnsupported},
+		{"StartInvalid", always, s.testStartInvalid},
 		{"AsAndIsRetryable", always, s.testAsAndIsRetryable},
 	}
 }
@@ -678,10 +694,21 @@ func (s *suite) testDuplicateID(t *testing.T) {
 
 // Pattern: a pattern subscription receives the messages of the matching
 // topics, each with its concrete topic, and not the others.
-func (s *suite) testPattern(t *testing.T) {
+func (s *suite) testPattern(t *testing.T) { s.checkPattern(t, mbdriver.StartNew) }
+
+// checkPattern subscribes to the pattern "<base>.*" and publishes to
+// matching and other topics, then a marker; it checks that the subscription
+// receives exactly the matching messages. With StartOldest it publishes
+// everything but the marker before it subscribes (before the group
+// exists), so the matching messages come from the broker's retention.
+func (s *suite) checkPattern(t *testing.T, start mbdriver.StartPosition) {
 	c := s.open(t)
 	b := s.base(t)
-	r := s.subscribe(t, c, mbdriver.Subscription{Topic: b + ".*", Pattern: true, Group: b + "-g"})
+	sub := mbdriver.Subscription{Topic: b + ".*", Pattern: true, Group: b + "-g", Start: start}
+	var r *rcv
+	if start == mbdriver.StartNew {
+		r = s.subscribe(t, c, sub)
+	}
 	ma, mb := newMsg("a"), newMsg("b")
 	mx, my := newMsg("other topic"), newMsg("base topic")
 	marker := newMsg("marker")
@@ -692,9 +719,13 @@ func (s *suite) testPattern(t *testing.T) {
 		my.ID:     b,
 		marker.ID: b + ".m",
 	}
-	for _, m := range []*mbdriver.Message{ma, mb, mx, my, marker} {
+	for _, m := range []*mbdriver.Message{ma, mb, mx, my} {
 		s.publish(t, c, topics[m.ID], m)
 	}
+	if r == nil {
+		r = s.subscribe(t, s.open(t), sub)
+	}
+	s.publish(t, c, topics[marker.ID], marker)
 	got := s.receiveUntil(t, r, true, ma.ID, mb.ID, marker.ID)
 	seen := map[string]bool{}
 	for _, m := range got {
@@ -733,4 +764,151 @@ func (s *suite) testAsAndIsRetryable(t *testing.T) {
 	if c.IsRetryable(mbdriver.ErrClosed) {
 		t.Error("IsRetryable(mbdriver.ErrClosed) = true, want false")
 	}
+}
+
+// StartNew: a new group subscribed with the default Start does not get
+// the messages published before it was created, and gets those published
+// after.
+func (s *suite) testStartNew(t *testing.T) {
+	c := s.open(t)
+	b := s.base(t)
+	before := newMsgs(3, "before the group")
+	s.publish(t, c, b, before...)
+	r := s.subscribe(t, c, mbdriver.Subscription{Topic: b, Group: b + "-g"})
+	after := newMsgs(2, "after the group")
+	s.publish(t, c, b, after...)
+	got := s.receiveUntil(t, r, true, idsOf(after)...)
+	old := byID(before)
+	for _, m := range got {
+		if old[m.ID] != nil {
+			t.Errorf("message %q (%s), published before the group was created, was delivered to the group created with the default StartNew (Attempt %d)", m.ID, m.Body, m.Attempt)
+		}
+	}
+	checkAllOnce(t, without(got, before), after, b)
+}
+
+// StartOldest: a new group subscribed with StartOldest, by another
+// driver than the one that published, gets the messages published before
+// it existed, and the later ones; in publish order where the driver
+// declares OrderingPerKey (they share a key; the suite then receives only
+// until the later one). The replay takes nothing away: a second new group
+// gets them all too.
+func (s *suite) testStartOldest(t *testing.T) {
+	c1, c2 := s.open(t), s.open(t)
+	b := s.base(t)
+	before := newMsgs(5, "before the group")
+	for _, m := range before {
+		m.PartitionKey = b + "-key"
+	}
+	s.publish(t, c1, b, before...)
+	r := s.subscribe(t, c2, mbdriver.Subscription{Topic: b, Group: b + "-g1", Start: mbdriver.StartOldest})
+	after := newMsg("after the group")
+	after.PartitionKey = b + "-key"
+	s.publish(t, c1, b, after)
+	want := append(before, after)
+
+	until := idsOf(want)
+	if s.caps.OrderingPerKey {
+		// The key's order brings the earlier messages first.
+		until = []string{after.ID}
+	}
+	check := func(r *rcv) {
+		t.Helper()
+		got := s.receiveUntil(t, r, true, until...)
+		checkAllOnce(t, got, want, b)
+		if s.caps.OrderingPerKey && !t.Failed() {
+			for i := range want {
+				if got[i].ID != want[i].ID {
+					t.Errorf("%s: message %d received is %q (%s), want %q (%s): publish order not kept for one key", r.name, i, got[i].ID, got[i].Body, want[i].ID, want[i].Body)
+					break
+				}
+			}
+		}
+	}
+	check(r)
+	if t.Failed() {
+		return
+	}
+	r2 := s.subscribe(t, c2, mbdriver.Subscription{Topic: b, Group: b + "-g2", Start: mbdriver.StartOldest})
+	check(r2)
+}
+
+// StartOldestExistingGroup: Start only applies to a group that does not
+// exist yet. A group subscribed again with StartOldest does not rewind:
+// the messages it acked are not delivered again, whether it was created
+// with StartOldest or with StartNew (then the messages published before it
+// was created are not delivered either).
+func (s *suite) testStartOldestExistingGroup(t *testing.T) {
+	b := s.base(t)
+	c := s.open(t)
+	before := newMsgs(3, "before the groups")
+	s.publish(t, c, b, before...)
+
+	oldest := mbdriver.Subscription{Topic: b, Group: b + "-g1", Start: mbdriver.StartOldest}
+	r1 := s.subscribe(t, c, oldest)
+	got := s.receiveUntil(t, r1, true, idsOf(before)...)
+	checkAllOnce(t, got, before, b)
+	newer := mbdriver.Subscription{Topic: b, Group: b + "-g2"} // StartNew
+	r2 := s.subscribe(t, c, newer)
+	for _, r := range []*rcv{r1, r2} {
+		if err := r.Close(); err != nil {
+			t.Fatalf("%s: Close: %v", r.name, err)
+		}
+	}
+
+	// Subscribe again, as another process, with StartOldest.
+	c2 := s.open(t)
+	newer.Start = mbdriver.StartOldest
+	again := []*rcv{s.subscribe(t, c2, oldest), s.subscribe(t, c2, newer)}
+	marker := newMsg("marker")
+	s.publish(t, c2, b, marker)
+	for i, r := range again {
+		for _, m := range s.receiveUntil(t, r, true, marker.ID) {
+			switch {
+			case m.ID == marker.ID:
+			case byID(before)[m.ID] == nil:
+				t.Errorf("%s: unexpected message %q (%s)", r.name, m.ID, m.Body)
+			case i == 0:
+				t.Errorf("group %s: message %q (%s), acked, was delivered again (Attempt %d) after the group was subscribed again with StartOldest: an existing group must keep its position", oldest.Group, m.ID, m.Body, m.Attempt)
+			default:
+				t.Errorf("group %s: message %q (%s), published before the group was created with StartNew, was delivered (Attempt %d) after the group was subscribed again with StartOldest: an existing group must keep its position", newer.Group, m.ID, m.Body, m.Attempt)
+			}
+		}
+	}
+}
+
+// StartOldestPattern: a new pattern group subscribed with StartOldest gets
+// the messages published before it existed to every matching topic, each
+// with its topic, and not those of other topics.
+func (s *suite) testStartOldestPattern(t *testing.T) { s.checkPattern(t, mbdriver.StartOldest) }
+
+// StartOldestUnsupported (drivers without Replay): Subscribe with
+// StartOldest fails with an error wrapping errors.ErrUnsupported, instead
+// of quietly starting at the new messages; the driver still works
+// afterwards.
+func (s *suite) testStartOldestUnsupported(t *testing.T) {
+	c := s.open(t)
+	b := s.base(t)
+	sub := mbdriver.Subscription{Topic: b, Group: b + "-g", Start: mbdriver.StartOldest}
+	err := s.refused(t, c, sub, "the driver does not declare Replay; want an error wrapping errors.ErrUnsupported")
+	if !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Subscribe with StartOldest = %v; want an error wrapping errors.ErrUnsupported", err)
+	}
+	t.Logf("Subscribe with StartOldest: %v", err)
+
+	sub.Start = mbdriver.StartNew
+	r2 := s.subscribe(t, c, sub)
+	m := newMsg("after the refused subscription")
+	s.publish(t, c, b, m)
+	checkMsg(t, s.receiveN(t, r2, 1, true)[0], m, b)
+}
+
+// StartInvalid: Subscribe with a Start that is not one of the constants
+// fails.
+func (s *suite) testStartInvalid(t *testing.T) {
+	c := s.open(t)
+	b := s.base(t)
+	sub := mbdriver.Subscription{Topic: b, Group: b + "-g", Start: mbdriver.StartPosition(99)}
+	err := s.refused(t, c, sub, "want an error for the invalid Start")
+	t.Logf("Subscribe with an invalid Start: %v", err)
 }

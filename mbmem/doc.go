@@ -5,17 +5,23 @@
 // # Transport
 //
 // [New] returns a [*Transport], an [mbdriver.Driver] that declares
-// Persistent, ConsumerGroups, Redelivery, OrderingPerKey, DelayedDelivery
-// and Patterns (not DeadLetter, not AtMostOnce) and passes the conformance
-// suite in package mbdrivertest.
+// Persistent, ConsumerGroups, Redelivery, OrderingPerKey, DelayedDelivery,
+// Patterns and Replay (not DeadLetter, not AtMostOnce) and passes the
+// conformance suite in package mbdrivertest.
 //
 //   - Topics and groups. A group is named by its subscription (topic or
-//     pattern) and its Group name, and is created by the first Subscribe. It
-//     starts at the messages published after it was created. A message is
-//     kept until every group that existed when it was published acked it;
-//     a message published to a topic no group listens to is dropped.
-//     Groups live as long as the broker, with or without receivers
-//     ("persistent within the process").
+//     pattern) and its Group name, and is created by the first Subscribe.
+//     A message is kept for a group until the group acked it, if the group
+//     existed when it was published. Groups live as long as the broker,
+//     with or without receivers ("persistent within the process").
+//   - Start and retention. The broker also retains the last
+//     [Options.Retain] messages of every topic (10000 by default), acked
+//     or not, whether or not a group listens. A new group starts at the
+//     messages published after it was created ([mbdriver.StartNew]), or,
+//     subscribed with [mbdriver.StartOldest], at the retained messages of
+//     its topic, or of every topic its pattern matches, in publish order.
+//     An existing group keeps its position whatever the Start of a later
+//     Subscribe. Retention costs memory: see [Options.Retain].
 //   - Competing consumers. The receivers of one group share its messages;
 //     different groups each get every message.
 //   - Per-key ordering. A message with a PartitionKey is not handed out

@@ -1,16 +1,21 @@
 package mbmem
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/mb-go/mb/mbdriver"
 )
+
+// DefaultRetain is the default of [Options.Retain].
+const DefaultRetain = 10000
 
 // Options configures a [Transport]. A nil *Options means the defaults.
 type Options struct {
@@ -21,6 +26,19 @@ type Options struct {
 	// until it is acked or nacked or its receiver is closed. Negative
 	// values are invalid.
 	AckTimeout time.Duration
+
+	// Retain is how many of the latest messages of each topic the broker
+	// keeps for replay: a group created with [mbdriver.StartOldest] starts
+	// at the oldest of them. Zero means [DefaultRetain] (10000); negative
+	// values are invalid.
+	//
+	// Retained messages are kept whether or not every group acked them,
+	// for every topic ever published to, also when no group listens to
+	// it. They are shared with the groups, not copied, so the memory cost
+	// is up to Retain times the size of a message (its body, its headers
+	// and about 150 bytes of bookkeeping) per topic, on top of what the
+	// groups hold unacked. Lower it for large messages or many topics.
+	Retain int
 }
 
 // Transport is an in-memory broker connection implementing
@@ -41,20 +59,32 @@ type Transport struct {
 var _ mbdriver.Driver = (*Transport)(nil)
 
 // New returns a Transport over a new, empty in-memory broker. opts may be
-// nil. New panics if opts is invalid (a negative AckTimeout): it is a
-// programming error.
+// nil. New panics if opts is invalid (a negative AckTimeout or Retain),
+// with an error naming every invalid field: it is a programming error.
 func New(opts *Options) *Transport {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
+	var errs []error
 	if o.AckTimeout < 0 {
-		panic("mbmem: Options.AckTimeout is negative: use 0 for no ack timeout or a positive duration")
+		errs = append(errs, errors.New("mbmem: Options.AckTimeout is negative: use 0 for no ack timeout or a positive duration"))
+	}
+	if o.Retain < 0 {
+		errs = append(errs, fmt.Errorf("mbmem: Options.Retain is %d: use 0 for the default (%d) or a positive number of messages kept per topic", o.Retain, DefaultRetain))
+	}
+	if err := errors.Join(errs...); err != nil {
+		panic(err)
+	}
+	if o.Retain == 0 {
+		o.Retain = DefaultRetain
 	}
 	b := &broker{
 		ackTimeout: o.AckTimeout,
+		retain:     o.Retain,
 		topics:     make(map[string][]*group),
 		groups:     make(map[groupKey]*group),
+		logs:       make(map[string][]*storedMsg),
 	}
 	return b.connect()
 }
@@ -66,7 +96,7 @@ func New(opts *Options) *Transport {
 func (t *Transport) Connect() *Transport { return t.b.connect() }
 
 // Capabilities reports Persistent, ConsumerGroups, Redelivery,
-// OrderingPerKey, DelayedDelivery and Patterns.
+// OrderingPerKey, DelayedDelivery, Patterns and Replay.
 func (t *Transport) Capabilities() mbdriver.Capabilities {
 	return mbdriver.Capabilities{
 		Persistent:      true,
@@ -75,6 +105,7 @@ func (t *Transport) Capabilities() mbdriver.Capabilities {
 		OrderingPerKey:  true,
 		DelayedDelivery: true,
 		Patterns:        true,
+		Replay:          true,
 	}
 }
 
@@ -92,8 +123,9 @@ func (t *Transport) As(i any) bool {
 	return true
 }
 
-// Publish appends msgs, in order, to every group subscribed to topic. The
-// messages are copied: the caller may reuse them. It returns
+// Publish appends msgs, in order, to every group subscribed to topic and to
+// the topic's retained messages (see [Options.Retain]). The messages are
+// copied: the caller may reuse them. It returns
 // [mbdriver.ErrClosed] after Close, ctx's error if ctx is done, and an
 // error for an empty topic or a nil message (then nothing is published).
 func (t *Transport) Publish(ctx context.Context, topic string, msgs []*mbdriver.Message) error {
@@ -124,6 +156,11 @@ func (t *Transport) Publish(ctx context.Context, topic string, msgs []*mbdriver.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	for _, s := range stored {
+		b.seq++
+		s.seq = b.seq
+	}
+	b.keep(topic, stored)
 	b.forGroups(topic, func(g *group) {
 		for _, s := range stored {
 			g.entries = append(g.entries, &entry{msg: s})
@@ -134,7 +171,11 @@ func (t *Transport) Publish(ctx context.Context, topic string, msgs []*mbdriver.
 }
 
 // Subscribe opens a receiver for sub, creating its group if it does not
-// exist yet. sub.Topic and sub.Group are required; sub.Consumer is
+// exist yet. A new group starts at sub.Start: with [mbdriver.StartNew] at
+// the messages published from then on; with [mbdriver.StartOldest] at the
+// retained messages of its topic (for a pattern, of every matching topic,
+// in publish order) followed by the new ones. An existing group ignores
+// sub.Start. sub.Topic and sub.Group are required; sub.Consumer is
 // ignored. A pattern (sub.Pattern) must be valid: non-empty segments, "*"
 // and ">" only as whole segments, ">" only last. It returns
 // [mbdriver.ErrClosed] after Close and ctx's error if ctx is done.
@@ -145,6 +186,9 @@ func (t *Transport) Subscribe(ctx context.Context, sub mbdriver.Subscription) (m
 	}
 	if sub.Group == "" {
 		errs = append(errs, errors.New("mbmem: subscribe: Subscription.Group is empty: set a consumer group name"))
+	}
+	if sub.Start != mbdriver.StartNew && sub.Start != mbdriver.StartOldest {
+		errs = append(errs, fmt.Errorf("mbmem: subscribe: Subscription.Start is %v: use mbdriver.StartNew or mbdriver.StartOldest", sub.Start))
 	}
 	var pat []string
 	if sub.Pattern && sub.Topic != "" {
@@ -169,6 +213,11 @@ func (t *Transport) Subscribe(ctx context.Context, sub mbdriver.Subscription) (m
 	g := b.groups[k]
 	if g == nil {
 		g = &group{pattern: pat, signal: make(chan struct{})}
+		if sub.Start == mbdriver.StartOldest {
+			for _, s := range b.retained(sub.Topic, pat) {
+				g.entries = append(g.entries, &entry{msg: s})
+			}
+		}
 		b.groups[k] = g
 		if sub.Pattern {
 			b.patterns = append(b.patterns, g)
@@ -219,15 +268,46 @@ func (t *Transport) Pending(sub mbdriver.Subscription) int {
 // Connect. One mutex guards everything.
 type broker struct {
 	ackTimeout time.Duration
+	retain     int // messages kept per topic, > 0
 
 	mu       sync.Mutex
 	groups   map[groupKey]*group
-	topics   map[string][]*group // exact-topic groups by topic
-	patterns []*group            // pattern groups
+	topics   map[string][]*group     // exact-topic groups by topic
+	patterns []*group                // pattern groups
+	logs     map[string][]*storedMsg // the last retain messages of each topic, oldest first
+	seq      uint64                  // the seq of the last published message
 }
 
 func (b *broker) connect() *Transport {
 	return &Transport{b: b, receivers: make(map[*receiver]struct{})}
+}
+
+// keep adds msgs to the retained messages of topic, dropping the oldest
+// beyond b.retain. b.mu is held.
+func (b *broker) keep(topic string, msgs []*storedMsg) {
+	log := append(b.logs[topic], msgs...)
+	if drop := len(log) - b.retain; drop > 0 {
+		clear(log[:drop]) // let the dropped messages be collected
+		log = log[drop:]
+	}
+	b.logs[topic] = log
+}
+
+// retained returns the retained messages of topic, or of every topic that
+// pat matches when pat is not nil, in publish order. The result must not
+// be modified. b.mu is held.
+func (b *broker) retained(topic string, pat []string) []*storedMsg {
+	if pat == nil {
+		return b.logs[topic]
+	}
+	var out []*storedMsg
+	for t, log := range b.logs {
+		if matchPattern(pat, strings.Split(t, ".")) {
+			out = append(out, log...)
+		}
+	}
+	slices.SortFunc(out, func(x, y *storedMsg) int { return cmp.Compare(x.seq, y.seq) })
+	return out
 }
 
 // forGroups calls f for every group subscribed to topic. b.mu is held.
@@ -365,8 +445,10 @@ type entry struct {
 	notBefore time.Time // not delivered before (nack delay)
 }
 
-// storedMsg is an immutable published message, shared by groups.
+// storedMsg is an immutable published message, shared by groups and the
+// retained messages of its topic.
 type storedMsg struct {
+	seq         uint64 // publish order across the broker, from 1
 	id          string
 	headers     map[string]string
 	body        []byte

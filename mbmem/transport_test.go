@@ -83,6 +83,18 @@ func TestNewNegativeAckTimeoutPanics(t *testing.T) {
 	mbmem.New(&mbmem.Options{AckTimeout: -1})
 }
 
+func TestNewInvalidOptionsPanicNamingEach(t *testing.T) {
+	defer func() {
+		r := recover()
+		for _, want := range []string{"AckTimeout", "Retain is -1"} {
+			if r == nil || !strings.Contains(fmt.Sprint(r), want) {
+				t.Errorf("recover() = %v, want a panic naming %s", r, want)
+			}
+		}
+	}()
+	mbmem.New(&mbmem.Options{AckTimeout: -1, Retain: -1})
+}
+
 func TestAckTimeout(t *testing.T) {
 	tr := mbmem.New(&mbmem.Options{AckTimeout: 30 * time.Millisecond})
 	defer tr.Close()
@@ -129,7 +141,7 @@ func TestNoAckTimeoutByDefault(t *testing.T) {
 func TestGroupStartsAtCreation(t *testing.T) {
 	tr := mbmem.New(nil)
 	defer tr.Close()
-	publish(t, tr, "t", msg("before", "")) // no group: dropped
+	publish(t, tr, "t", msg("before", "")) // no group yet: retained only
 	r := subscribe(t, tr, mbdriver.Subscription{Topic: "t", Group: "g"})
 	publish(t, tr, "t", msg("after", ""))
 	if got := receive(t, r, 10); len(got) != 1 || got[0].ID != "after" {
@@ -137,6 +149,94 @@ func TestGroupStartsAtCreation(t *testing.T) {
 	}
 	// A group created later starts later.
 	r2 := subscribe(t, tr, mbdriver.Subscription{Topic: "t", Group: "g2"})
+	nothing(t, r2)
+}
+
+func TestStartOldestReplaysRetained(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	publish(t, tr, "t", msg("1", ""), msg("2", ""))
+	publish(t, tr, "other", msg("x", ""))
+	sub := mbdriver.Subscription{Topic: "t", Group: "g", Start: mbdriver.StartOldest}
+	r := subscribe(t, tr, sub)
+	publish(t, tr, "t", msg("3", ""))
+	got := receive(t, r, 10)
+	if fmt.Sprint(ids(got)) != "[1 2 3]" {
+		t.Fatalf("got %v, want [1 2 3]", ids(got))
+	}
+	if got[0].Attempt != 1 || got[0].Topic != "t" || string(got[0].Body) != "1" || got[0].PublishedAt.IsZero() {
+		t.Errorf("replayed message = %+v, want attempt 1 on t with its body and time", got[0])
+	}
+	ack(t, r, got...)
+	if n := tr.Pending(sub); n != 0 {
+		t.Errorf("Pending = %d after acking everything, want 0", n)
+	}
+	// Acks do not consume the retained messages: another new group gets
+	// them too.
+	r2 := subscribe(t, tr, mbdriver.Subscription{Topic: "t", Group: "g2", Start: mbdriver.StartOldest})
+	if got := receive(t, r2, 10); fmt.Sprint(ids(got)) != "[1 2 3]" {
+		t.Errorf("second group got %v, want [1 2 3]", ids(got))
+	}
+}
+
+func TestStartOldestExistingGroupKeepsPosition(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	sub := mbdriver.Subscription{Topic: "t", Group: "g"}
+	r := subscribe(t, tr, sub)
+	publish(t, tr, "t", msg("1", ""), msg("2", ""))
+	got := receive(t, r, 1)
+	ack(t, r, got...)
+	_ = r.Close()
+	sub.Start = mbdriver.StartOldest
+	r2 := subscribe(t, tr, sub)
+	if got := receive(t, r2, 10); fmt.Sprint(ids(got)) != "[2]" {
+		t.Fatalf("got %v, want [2]: the group keeps its position", ids(got))
+	}
+}
+
+func TestRetainKeepsTheLatest(t *testing.T) {
+	const retain = 3
+	tr := mbmem.New(&mbmem.Options{Retain: retain})
+	defer tr.Close()
+	for i := range 10 {
+		publish(t, tr, "t", msg(fmt.Sprint(i), ""))
+	}
+	publish(t, tr, "t", msg("a", ""), msg("b", ""))
+	r := subscribe(t, tr, mbdriver.Subscription{Topic: "t", Group: "g", Start: mbdriver.StartOldest})
+	if got := receive(t, r, 10); fmt.Sprint(ids(got)) != "[9 a b]" {
+		t.Fatalf("got %v, want the last %d: [9 a b]", ids(got), retain)
+	}
+	// A group that existed keeps what it did not ack, beyond retention.
+	r2 := subscribe(t, tr, mbdriver.Subscription{Topic: "u", Group: "g"})
+	for i := range 2 * retain {
+		publish(t, tr, "u", msg(fmt.Sprint(i), ""))
+	}
+	if got := receive(t, r2, 10); len(got) != 2*retain {
+		t.Fatalf("existing group got %v, want all %d", ids(got), 2*retain)
+	}
+}
+
+func TestStartOldestPatternReplaysMatchingTopicsInPublishOrder(t *testing.T) {
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	publish(t, tr, "orders.created", msg("c1", ""))
+	publish(t, tr, "orders.paid", msg("p1", ""))
+	publish(t, tr, "orders.eu.created", msg("eu1", ""))
+	publish(t, tr, "orders.created", msg("c2", ""))
+	publish(t, tr, "orders", msg("o1", ""))
+	r := subscribe(t, tr, mbdriver.Subscription{Topic: "orders.*", Pattern: true, Group: "g", Start: mbdriver.StartOldest})
+	got := receive(t, r, 10)
+	if fmt.Sprint(ids(got)) != "[c1 p1 c2]" {
+		t.Fatalf("got %v, want [c1 p1 c2]", ids(got))
+	}
+	for _, m := range got {
+		if want := map[string]string{"c1": "orders.created", "p1": "orders.paid", "c2": "orders.created"}[m.ID]; m.Topic != want {
+			t.Errorf("message %q has Topic %q, want %q", m.ID, m.Topic, want)
+		}
+	}
+	// The same pattern with StartNew, as another group, starts empty.
+	r2 := subscribe(t, tr, mbdriver.Subscription{Topic: "orders.*", Pattern: true, Group: "g2"})
 	nothing(t, r2)
 }
 
@@ -349,6 +449,9 @@ func TestSubscribeValidation(t *testing.T) {
 	if _, err := r.Receive(context.Background(), 0); err == nil {
 		t.Error("Receive(max=0) succeeded")
 	}
+	if _, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: "t", Group: "g3", Start: 7}); err == nil || !strings.Contains(err.Error(), "StartPosition(7)") {
+		t.Errorf("Subscribe with Start 7 = %v, want an error naming it", err)
+	}
 	foreign := &mbdriver.Message{ID: "x", AckID: "not mbmem's"}
 	if err := r.Ack(context.Background(), []*mbdriver.Message{foreign}); err == nil {
 		t.Error("Ack of a foreign message succeeded")
@@ -462,5 +565,41 @@ func TestConcurrentStress(t *testing.T) {
 	}
 	if n := tr.Pending(sub); n != 0 {
 		t.Errorf("Pending = %d, want 0", n)
+	}
+}
+
+// A group created with StartOldest while messages are being published gets
+// each of them once, in publish order: those before its creation from the
+// retained messages, those after as a listening group.
+func TestStartOldestDuringPublishing(t *testing.T) {
+	const n = 500
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	started := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range n {
+			if i == n/10 {
+				close(started)
+			}
+			if err := tr.Publish(context.Background(), "t", []*mbdriver.Message{msg(fmt.Sprint(i), "")}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	<-started
+	r := subscribe(t, tr, mbdriver.Subscription{Topic: "t", Group: "g", Start: mbdriver.StartOldest})
+	var got []string
+	for len(got) < n {
+		msgs := receive(t, r, 100)
+		ack(t, r, msgs...)
+		got = append(got, ids(msgs)...)
+	}
+	wg.Wait()
+	for i, id := range got {
+		if id != fmt.Sprint(i) {
+			t.Fatalf("message %d received is %q, want %q (received %d in all)", i, id, fmt.Sprint(i), len(got))
+		}
 	}
 }

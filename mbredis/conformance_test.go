@@ -1,6 +1,9 @@
 package mbredis_test
 
 import (
+	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,4 +51,30 @@ func TestPubSubConformance(t *testing.T) {
 		},
 		Prefix: "mbtest-",
 	})
+}
+
+// Start errors name the driver and the fix, before any call to Redis.
+func TestSubscribeStartErrors(t *testing.T) {
+	c := newClientNoPing(t)
+	ctx := context.Background()
+	ps, err := mbredis.NewPubSub(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	_, err = ps.Subscribe(ctx, mbdriver.Subscription{Topic: "t", Start: mbdriver.StartOldest})
+	if !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "PubSub") || !strings.Contains(err.Error(), "StartNew") || !strings.Contains(err.Error(), "Streams") {
+		t.Errorf("PubSub.Subscribe with StartOldest = %v; want an ErrUnsupported naming PubSub and the fixes (StartNew, Streams)", err)
+	}
+	st, err := mbredis.NewStreams(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, d := range []mbdriver.Driver{ps, st} {
+		_, err = d.Subscribe(ctx, mbdriver.Subscription{Topic: "t", Group: "g", Start: 5})
+		if err == nil || !strings.Contains(err.Error(), "StartPosition(5)") {
+			t.Errorf("%T.Subscribe with Start 5 = %v; want an error naming it", d, err)
+		}
+	}
 }

@@ -32,9 +32,19 @@
 // Message.Topic to T, Attempt to the entry's delivery count, PublishedAt to
 // the time in the entry ID, and AckID to the entry ID.
 //
-// Subscribe creates the consumer group with XGROUP CREATE ... MKSTREAM at
-// "$": a new group receives the entries added after it was created. A
-// receiver first takes over, with XAUTOCLAIM, the entries that have been
+// Subscribe creates the consumer group, when it does not exist yet, with
+// XGROUP CREATE ... MKSTREAM at the Subscription's Start: at "$" for
+// [mbdriver.StartNew] (the default), so that a new group receives the
+// entries added after it was created, or at "0" for [mbdriver.StartOldest]
+// (ConsumerOptions.Start in package mb), so that it also receives the
+// entries the stream holds from before it existed — every entry unless
+// StreamsOptions.MaxLen trims the stream. This is how a service that
+// subscribes for the first time handles the events published before it
+// first ran. An existing group keeps its position whatever Start says.
+// Streams declares Replay; [PubSub] does not, and refuses StartOldest with
+// an error wrapping [errors.ErrUnsupported].
+//
+// A receiver first takes over, with XAUTOCLAIM, the entries that have been
 // delivered but not acknowledged for StreamsOptions.ClaimMinIdle (their
 // consumer died or is stuck, or they were nacked), then reads new ones
 // with XREADGROUP. Ack is XACK. Nack keeps the entry where it is and makes

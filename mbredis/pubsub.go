@@ -300,13 +300,26 @@ func EncodeDiator(messageType, messageName, messageID string, payload []byte) ([
 // sub.Topic when sub.Pattern is set (PSUBSCRIBE; with FormatDiator,
 // followed by ":*"), and returns once Redis has confirmed the
 // subscription: messages published after that are received. sub.Group and
-// sub.Consumer are ignored.
+// sub.Consumer are ignored. Redis Pub/Sub keeps no messages, so sub.Start
+// must be [mbdriver.StartNew]: [mbdriver.StartOldest] returns an error
+// wrapping [errors.ErrUnsupported].
 func (p *PubSub) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
 	if p.isClosed() {
 		return nil, mbdriver.ErrClosed
 	}
+	var errs []error
 	if sub.Topic == "" {
-		return nil, errors.New("mbredis: Subscribe: Subscription.Topic is empty; set the channel name or pattern")
+		errs = append(errs, errors.New("mbredis: Subscribe: Subscription.Topic is empty; set the channel name or pattern"))
+	}
+	switch sub.Start {
+	case mbdriver.StartNew:
+	case mbdriver.StartOldest:
+		errs = append(errs, fmt.Errorf("mbredis: Subscribe: PubSub cannot start at the oldest message (Subscription.Start is StartOldest): Redis Pub/Sub keeps no messages to replay (Capabilities.Replay is false); use mbdriver.StartNew, or the Streams driver to receive messages published before the group existed: %w", errors.ErrUnsupported))
+	default:
+		errs = append(errs, fmt.Errorf("mbredis: Subscribe: Subscription.Start is %v; use mbdriver.StartNew", sub.Start))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	r := &pubsubReceiver{d: p, topic: sub.Topic, pattern: sub.Pattern, closed: make(chan struct{})}
 	switch {

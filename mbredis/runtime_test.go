@@ -166,6 +166,7 @@ func runRuntimeHelper() int {
 	}, mb.WithName("effect"))
 	c, err := mb.NewConsumer(bus, d, rtRegistry(), &mb.ConsumerOptions{
 		Topic: rtTopic, Group: os.Getenv(rtHelperGroup), Consumer: "child", Concurrency: 1,
+		Start: mbdriver.StartOldest, // the events were published before the group existed
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -189,10 +190,6 @@ func TestRuntimeSigkill(t *testing.T) {
 	p := prefix(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	// The group must exist before publishing (Subscribe creates it at "$").
-	if err := c.XGroupCreateMkStream(ctx, p+rtTopic, group, "$").Err(); err != nil {
-		t.Fatal(err)
-	}
 	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: p, Block: testBlock, ClaimMinIdle: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -302,7 +299,7 @@ func TestRuntimeSigkill(t *testing.T) {
 	var reported []error
 	var repMu sync.Mutex
 	cons, err := mb.NewConsumer(bus, d, reg, &mb.ConsumerOptions{
-		Topic: rtTopic, Group: group, Consumer: "survivor", Concurrency: 4,
+		Topic: rtTopic, Group: group, Consumer: "survivor", Concurrency: 4, Start: mbdriver.StartOldest,
 		Inbox:        mb.InboxFromClaimer(&inbox),
 		Backoff:      mb.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
 		DrainTimeout: 10 * time.Second,
@@ -364,9 +361,6 @@ func TestRuntimePoison(t *testing.T) {
 	p := prefix(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := c.XGroupCreateMkStream(ctx, p+rtTopic, group, "$").Err(); err != nil {
-		t.Fatal(err)
-	}
 	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: p, Block: testBlock, ClaimMinIdle: testClaimMinIdle})
 	if err != nil {
 		t.Fatal(err)
@@ -417,6 +411,7 @@ func TestRuntimePoison(t *testing.T) {
 	}, mb.WithName("effect"))
 	cons, err := mb.NewConsumer(bus, d, reg, &mb.ConsumerOptions{
 		Topic: rtTopic, Group: group, Consumer: "c1",
+		Start:        mbdriver.StartOldest, // the events were published before
 		MaxAttempts:  maxAttempts,
 		Backoff:      mb.Backoff{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 		DeadLetter:   d,
@@ -509,9 +504,6 @@ func TestRuntimeRedisRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	admin := srv.client(t)
-	if err := admin.XGroupCreateMkStream(ctx, rtTopic, group, "$").Err(); err != nil {
-		t.Fatal(err)
-	}
 	opts := &mbredis.StreamsOptions{Block: testBlock, ClaimMinIdle: 300 * time.Millisecond}
 	pd, err := mbredis.NewStreams(srv.client(t), opts)
 	if err != nil {
@@ -551,6 +543,8 @@ func TestRuntimeRedisRestart(t *testing.T) {
 	reports := 0
 	cons, err := mb.NewConsumer(bus, sd, reg, &mb.ConsumerOptions{
 		Topic: rtTopic, Group: group, Consumer: "c1", Concurrency: 4,
+		// The publisher may start before Run has created the group.
+		Start:   mbdriver.StartOldest,
 		Inbox:   mb.InboxFromClaimer(&inbox),
 		Backoff: mb.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 		ErrorHandler: func(context.Context, error) {

@@ -49,7 +49,10 @@ func runHelper() int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := d.Subscribe(ctx, mbdriver.Subscription{Topic: os.Getenv(helperTopic), Group: os.Getenv(helperGroup), Consumer: helperConsumer})
+	r, err := d.Subscribe(ctx, mbdriver.Subscription{
+		Topic: os.Getenv(helperTopic), Group: os.Getenv(helperGroup), Consumer: helperConsumer,
+		Start: mbdriver.StartOldest, // the messages were published before the group existed
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -77,9 +80,6 @@ func TestSigkillReclaim(t *testing.T) {
 	topic, group := "orders", "billing"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := c.XGroupCreateMkStream(ctx, p+topic, group, "$").Err(); err != nil {
-		t.Fatal(err)
-	}
 
 	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: p, Block: testBlock, ClaimMinIdle: testClaimMinIdle})
 	if err != nil {
@@ -118,7 +118,7 @@ func TestSigkillReclaim(t *testing.T) {
 		t.Fatal("helper exited normally, want killed")
 	}
 
-	r, err := d.Subscribe(ctx, mbdriver.Subscription{Topic: topic, Group: group, Consumer: "survivor"})
+	r, err := d.Subscribe(ctx, mbdriver.Subscription{Topic: topic, Group: group, Consumer: "survivor", Start: mbdriver.StartOldest})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,9 +99,12 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 // a Subscription's Group is a consumer group, a message is a stream entry.
 //
 // Delivery is at least once. Subscribe creates the group (XGROUP CREATE
-// MKSTREAM, starting at "$") if it does not exist, so a group receives the
-// entries added after it was first created, also while none of its
-// receivers runs. Receive returns the entries a receiver took over with
+// MKSTREAM) if it does not exist: at "$" with [mbdriver.StartNew], so that
+// it receives the entries added after it was first created, or at "0"
+// with [mbdriver.StartOldest], so that it also receives those the stream
+// still holds from before (all of them, or about the last MaxLen when
+// MaxLen is set); either way also while none of its receivers runs. An
+// existing group keeps its position. Receive returns the entries a receiver took over with
 // XAUTOCLAIM (those idle for ClaimMinIdle: of a consumer that died, or
 // nacked) before new ones read with XREADGROUP; Ack is XACK.
 //
@@ -112,7 +115,7 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 // group only, and its Redis delivery count, which is reported as
 // Message.Attempt.
 //
-// Streams declares Persistent, ConsumerGroups and Redelivery. It does not
+// Streams declares Persistent, ConsumerGroups, Redelivery and Replay. It does not
 // declare OrderingPerKey: consumers of a group compete for entries without
 // regard to their partition key, and a redelivered entry comes after
 // entries added later. It does not declare DelayedDelivery (a Nack delay is
@@ -144,9 +147,9 @@ func NewStreams(client redis.UniversalClient, opts *StreamsOptions) (*Streams, e
 	return &Streams{client: client, opts: o, receivers: make(map[*streamReceiver]struct{})}, nil
 }
 
-// Capabilities returns Persistent, ConsumerGroups and Redelivery.
+// Capabilities returns Persistent, ConsumerGroups, Redelivery and Replay.
 func (s *Streams) Capabilities() mbdriver.Capabilities {
-	return mbdriver.Capabilities{Persistent: true, ConsumerGroups: true, Redelivery: true}
+	return mbdriver.Capabilities{Persistent: true, ConsumerGroups: true, Redelivery: true, Replay: true}
 }
 
 // IsRetryable reports whether err is transient: a network error, EOF, a
@@ -267,8 +270,10 @@ func (s *Streams) xaddArgs(key string, m *mbdriver.Message, boxes *valueBoxes) *
 }
 
 // Subscribe creates sub.Group on the stream of sub.Topic if it does not
-// exist yet (XGROUP CREATE MKSTREAM with "$", BUSYGROUP ignored) and
-// returns a receiver for it. sub.Group is required; sub.Pattern is not
+// exist yet (XGROUP CREATE MKSTREAM, BUSYGROUP ignored), at "$" for
+// sub.Start [mbdriver.StartNew] and at "0" for [mbdriver.StartOldest], and
+// returns a receiver for it. An existing group is left where it is,
+// whatever sub.Start. sub.Group is required; sub.Pattern is not
 // supported. When sub.Consumer is empty, a consumer name
 // "<hostname>-<pid>-<random>" is generated; such a consumer is removed from
 // the group by Close when it has no pending entries left.
@@ -286,6 +291,15 @@ func (s *Streams) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbd
 	if sub.Group == "" {
 		errs = append(errs, errors.New("mbredis: Subscribe: Subscription.Group is empty; Redis Streams consumers need a consumer group"))
 	}
+	var start string
+	switch sub.Start {
+	case mbdriver.StartNew:
+		start = "$"
+	case mbdriver.StartOldest:
+		start = "0"
+	default:
+		errs = append(errs, fmt.Errorf("mbredis: Subscribe: Subscription.Start is %v; use mbdriver.StartNew or mbdriver.StartOldest", sub.Start))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -302,7 +316,7 @@ func (s *Streams) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbd
 		r.consumer = generateConsumerName()
 		r.generated = true
 	}
-	if err := r.createGroup(ctx, "$"); err != nil {
+	if err := r.createGroup(ctx, start); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()

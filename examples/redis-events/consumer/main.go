@@ -1,7 +1,10 @@
 // Command consumer handles the OrderPlaced events of the producer
 // (../producer): an mb.Consumer in consumer group "shipping" receives them
-// from Redis Streams, decodes them and runs the subscribed handler. It stops
-// on SIGINT or SIGTERM after finishing the events in hand (graceful drain).
+// from Redis Streams, decodes them and runs the subscribed handler. The
+// first run of a group also ships the orders placed before it (the group
+// starts at the oldest entry of the stream); later runs resume where the
+// group left off. It stops on SIGINT or SIGTERM after finishing the events
+// in hand (graceful drain).
 //
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/redis-events/consumer
 package main
@@ -17,6 +20,7 @@ import (
 
 	"github.com/mb-go/mb"
 	"github.com/mb-go/mb/examples/redis-events/orders"
+	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbredis"
 	"github.com/redis/go-redis/v9"
 )
@@ -52,14 +56,6 @@ func run(ctx context.Context, group string) error {
 	}
 	defer streams.Close()
 
-	// The consumer would create the group at the end of the stream; create
-	// it at the start instead, so that orders placed before this consumer
-	// first ran are shipped too. (An existing group keeps its position.)
-	err = client.XGroupCreateMkStream(ctx, prefix+orders.Topic, group, "0").Err()
-	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
-		return fmt.Errorf("create group %q: %w", group, err)
-	}
-
 	reg := mb.NewRegistry()
 	orders.Register(reg)
 	bus := mb.New()
@@ -69,6 +65,10 @@ func run(ctx context.Context, group string) error {
 	c, err := mb.NewConsumer(bus, streams, reg, &mb.ConsumerOptions{
 		Topic: orders.Topic,
 		Group: group,
+		// A new group starts at the oldest entry of the stream, so that
+		// orders placed before this consumer first ran are shipped too.
+		// An existing group resumes where it left off.
+		Start: mbdriver.StartOldest,
 		// Messages that cannot be decoded, or keep failing, go to the
 		// stream "<prefix>orders.placed.dlq".
 		DeadLetter: streams,
