@@ -84,8 +84,8 @@ type ConsumerOptions struct {
 	// so that events published before the service first ran are handled
 	// too. A group that exists keeps its position whatever Start says, so
 	// a restart never handles acked messages again. StartOldest needs a
-	// driver that declares Capabilities.Replay; with another, Run returns
-	// the driver's error from Subscribe.
+	// driver that declares Capabilities.Replay; NewConsumer rejects it
+	// otherwise.
 	Start mbdriver.StartPosition
 	// Codec decodes payloads. Nil means [JSONCodec].
 	Codec Codec
@@ -254,6 +254,11 @@ func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *Consume
 	}
 	if o.Group == "" && caps.ConsumerGroups {
 		bad("ConsumerOptions.Group is empty; this driver has consumer groups: name the group of this service, e.g. \"billing\"")
+	}
+	if o.Start == mbdriver.StartOldest && sub != nil && !caps.Replay {
+		bad("ConsumerOptions.Start is StartOldest, but the driver does not declare Capabilities.Replay; use StartNew, or a driver that keeps messages for new groups")
+	} else if o.Start != mbdriver.StartNew && o.Start != mbdriver.StartOldest {
+		bad("ConsumerOptions.Start is %v; use mbdriver.StartNew or mbdriver.StartOldest", o.Start)
 	}
 	if o.Pattern && sub != nil && !caps.Patterns {
 		bad("ConsumerOptions.Pattern is set, but the driver does not declare Capabilities.Patterns; subscribe to each topic instead")

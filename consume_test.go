@@ -47,8 +47,6 @@ func cxRegistry(t *testing.T) *mb.Registry {
 	return reg
 }
 
-// precreate creates the group of topic so that messages published before
-// the consumer subscribes are kept for it.
 // cxBroker returns an in-memory broker, closed at the end of the test, with
 // the consumer group cxGroup created on each topic, and the registry of the
 // cx messages.
@@ -74,6 +72,8 @@ func cxDLQ(t *testing.T, tr *mbmem.Transport, topic string) mbdriver.Receiver {
 	return dlq
 }
 
+// precreate creates the group of topic so that messages published before
+// the consumer subscribes are kept for it.
 func precreate(t *testing.T, tr *mbmem.Transport, topic, group string) {
 	t.Helper()
 	r, err := tr.Subscribe(context.Background(), mbdriver.Subscription{Topic: topic, Group: group})
@@ -709,6 +709,12 @@ func TestNewConsumerInvalidOptions(t *testing.T) {
 	}
 	if _, err := mb.NewConsumer(mb.New(), noCaps{tr}, mb.NewRegistry(), &mb.ConsumerOptions{Topic: "t.*", Pattern: true}); err == nil || !strings.Contains(err.Error(), "Pattern") {
 		t.Errorf("pattern without the capability: %v", err)
+	}
+	if _, err := mb.NewConsumer(mb.New(), noCaps{tr}, mb.NewRegistry(), &mb.ConsumerOptions{Topic: "t", Start: mbdriver.StartOldest}); err == nil || !strings.Contains(err.Error(), "Replay") {
+		t.Errorf("StartOldest without the capability: %v", err)
+	}
+	if _, err := mb.NewConsumer(mb.New(), tr, mb.NewRegistry(), &mb.ConsumerOptions{Topic: "t", Group: "g", Start: 7}); err == nil || !strings.Contains(err.Error(), "StartPosition(7)") {
+		t.Errorf("an unknown start position: %v", err)
 	}
 	var nilc *mb.Consumer
 	if err := nilc.Run(context.Background()); !errors.Is(err, mb.ErrInvalidArgument) {

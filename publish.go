@@ -62,12 +62,12 @@ type Publisher struct {
 	d         mbdriver.Publisher
 	reg       *Registry
 	onPublish func(ctx context.Context, env *Envelope)
-	codec    Codec
-	route    Router
-	source   string
-	maxBatch int
-	retry    RetryOptions
-	closed   atomic.Bool
+	codec     Codec
+	route     Router
+	source    string
+	maxBatch  int
+	retry     RetryOptions
+	closed    atomic.Bool
 }
 
 // NewPublisher returns a Publisher that encodes with reg and sends through
