@@ -79,6 +79,7 @@ func BenchmarkRedisConsume(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			e := newRedisEnv(b)
 			next := v.new(b, e, redisConsumeMessages)
+			xackCalls.Store(0)
 			ctx := context.Background()
 			ops := 0
 			b.ReportAllocs()
@@ -97,6 +98,9 @@ func BenchmarkRedisConsume(b *testing.B) {
 				b.StartTimer()
 			}
 			reportPerMessage(b, ops, redisConsumeMessages)
+			if ops > 0 {
+				b.ReportMetric(float64(xackCalls.Swap(0))/float64(ops), "acks/op")
+			}
 		})
 	}
 }

@@ -494,6 +494,7 @@ func newRedisConsumeLoop(tb testing.TB, e *redisEnv, m int, ackEach bool) func()
 								return err
 							}
 							if ackEach {
+								xackCalls.Add(1)
 								if err := e.client.XAck(ctx, key, consumeGroup, xm.ID).Err(); err != nil {
 									return err
 								}
@@ -503,6 +504,7 @@ func newRedisConsumeLoop(tb testing.TB, e *redisEnv, m int, ackEach bool) func()
 						}
 					}
 					if len(ids) > 0 {
+						xackCalls.Add(1)
 						if err := e.client.XAck(ctx, key, consumeGroup, ids...).Err(); err != nil {
 							return err
 						}
@@ -547,6 +549,10 @@ func (s *ackCounting) Subscribe(ctx context.Context, sub mbdriver.Subscription) 
 	return &ackCountingReceiver{Receiver: r, s: s}, nil
 }
 
+// xackCalls counts the XACK calls of every consume variant, reported per
+// op as acks/op: how well each batches its acknowledgements.
+var xackCalls atomic.Int64
+
 type ackCountingReceiver struct {
 	mbdriver.Receiver
 	s *ackCounting
@@ -554,6 +560,7 @@ type ackCountingReceiver struct {
 
 func (r *ackCountingReceiver) Ack(ctx context.Context, msgs []*mbdriver.Message) error {
 	err := r.Receiver.Ack(ctx, msgs)
+	xackCalls.Add(1)
 	if h := r.s.acked.Load(); err == nil && h != nil {
 		if h.n.Add(int64(len(msgs))) == h.want {
 			close(h.done)
