@@ -89,6 +89,14 @@ type ConsumerOptions struct {
 	Start mbdriver.StartPosition
 	// Codec decodes payloads. Nil means [JSONCodec].
 	Codec Codec
+	// Codecs are more codecs, for topics that carry several payload
+	// formats (a migration from JSON to protobuf, producers in other
+	// languages): a message is decoded with the first of Codec and Codecs
+	// whose ContentType is its datacontenttype (media types compared
+	// without parameters and case), and with Codec when it names none or
+	// one no codec has (Decode then fails with [ErrDecode] and the message
+	// is dead-lettered).
+	Codecs []Codec
 	// Concurrency is how many messages are handled at once. Zero means
 	// runtime.GOMAXPROCS(0). Messages with the same partition key are
 	// always handled by the same worker, in the order received; messages
@@ -213,6 +221,7 @@ func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *Consume
 	if opts != nil {
 		o = *opts
 		o.Topics = append([]string(nil), opts.Topics...)
+		o.Codecs = append([]Codec(nil), opts.Codecs...)
 	}
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -277,6 +286,11 @@ func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *Consume
 	}
 	if o.DrainTimeout < 0 {
 		bad("ConsumerOptions.DrainTimeout is %v; use 0 for the default (%v) or a positive duration", o.DrainTimeout, DefaultDrainTimeout)
+	}
+	for i, cd := range o.Codecs {
+		if cd == nil {
+			bad("ConsumerOptions.Codecs[%d] is nil; remove it", i)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -582,7 +596,7 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 	err := env.fromHeaders(m.Headers, m.Body)
 	var v any
 	if err == nil {
-		v, err = c.reg.Decode(&env, c.o.Codec)
+		v, err = c.reg.Decode(&env, c.codecFor(env.DataContentType))
 	}
 	if err != nil {
 		now := time.Now().UTC()
@@ -673,6 +687,19 @@ func (c *Consumer) receiveHook(ctx context.Context, env *Envelope) (hctx context
 		}()
 		finish(err)
 	}
+}
+
+// codecFor returns the codec for payloads of media type ct.
+func (c *Consumer) codecFor(ct string) Codec {
+	if ct == "" || len(c.o.Codecs) == 0 || sameMediaType(ct, c.o.Codec.ContentType()) {
+		return c.o.Codec
+	}
+	for _, cd := range c.o.Codecs {
+		if sameMediaType(ct, cd.ContentType()) {
+			return cd
+		}
+	}
+	return c.o.Codec
 }
 
 // fail records a failed handling of message id and returns its record.

@@ -770,3 +770,52 @@ func TestConsumerReceiveErrors(t *testing.T) {
 		t.Errorf("reported %d retried receive errors, want 2: %v", len(log.errs), log.errs)
 	}
 }
+
+// tagCodec is JSON under another media type, standing in for a second
+// payload format on one topic.
+type tagCodec struct{ ct string }
+
+func (c tagCodec) ContentType() string              { return c.ct }
+func (tagCodec) Marshal(v any) ([]byte, error)      { return mb.JSONCodec{}.Marshal(v) }
+func (tagCodec) Unmarshal(data []byte, v any) error { return mb.JSONCodec{}.Unmarshal(data, v) }
+
+// A consumer with several codecs decodes each message with the one its
+// content type names; a format none of them reads is dead-lettered.
+func TestConsumerCodecsByContentType(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr, reg := cxBroker(t, topic)
+	dlq := cxDLQ(t, tr, topic)
+	for _, codec := range []mb.Codec{mb.JSONCodec{}, tagCodec{"application/x-tag"}, tagCodec{"application/x-unknown"}} {
+		pub, err := mb.NewPublisher(tr, reg, &mb.PublisherOptions{Codec: codec, Router: func(string) string { return topic }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Publish(context.Background(), CxOrderPlaced{Order: codec.ContentType()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handled := make(chan string, 3)
+	bus := mb.New()
+	mb.Subscribe(bus, func(_ context.Context, e CxOrderPlaced) error { handled <- e.Order; return nil })
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{
+		Topic: topic, Group: cxGroup, Concurrency: 1, DeadLetter: tr, ErrorHandler: func(context.Context, error) {},
+		Codecs: []mb.Codec{tagCodec{"application/x-tag; v=1"}},
+	})
+	runConsumer(t, c)
+	got := []string{recv(t, handled), recv(t, handled)}
+	if got[0] != "application/json" || got[1] != "application/x-tag" {
+		t.Errorf("handled %q, want the JSON and the x-tag message", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msgs, err := dlq.Receive(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 || msgs[0].Headers["content-type"] != "application/x-unknown" || !strings.Contains(msgs[0].Headers[mb.HeaderError], "content type") {
+		t.Errorf("dead letters %+v, want the x-unknown message with a content-type error", msgs)
+	}
+	if _, err := mb.NewConsumer(bus, tr, reg, &mb.ConsumerOptions{Topic: topic, Group: cxGroup, Codecs: []mb.Codec{nil}}); err == nil || !strings.Contains(err.Error(), "Codecs[0]") {
+		t.Errorf("a nil codec: %v", err)
+	}
+}

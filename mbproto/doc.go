@@ -93,7 +93,16 @@
 // without decoding anything; a consumer dead-letters such a message at
 // once. To exchange messages with systems that write the older
 // "application/x-protobuf", set [Options.ContentType] to it; one codec
-// decodes one media type.
+// decodes one media type. A consumer reading a topic that carries several
+// formats, during a migration from JSON for example, lists the others in
+// [mb.ConsumerOptions].Codecs and each message is decoded by the codec of
+// its content type:
+//
+//	c, err := mb.NewConsumer(bus, transport, reg, &mb.ConsumerOptions{
+//		Topic: "orders.placed", Group: "shipping",
+//		Codec:  mbproto.New(nil),
+//		Codecs: []mb.Codec{mb.JSONCodec{}, mbproto.New(&mbproto.Options{ContentType: "application/x-protobuf"})},
+//	})
 //
 // The payload is the message alone, in the protobuf binary format, without
 // a length prefix or a type URL: the envelope's type attribute (the
