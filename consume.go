@@ -24,6 +24,10 @@ const (
 	DefaultDrainTimeout = 30 * time.Second
 	DefaultMinBackoff   = 200 * time.Millisecond
 	DefaultMaxBackoff   = 30 * time.Second
+	// DefaultMaxReconnectBackoff caps the wait between retries of a
+	// failing Receive, so that a consumer is back within seconds of its
+	// broker.
+	DefaultMaxReconnectBackoff = 5 * time.Second
 )
 
 // Headers the [Consumer] adds to a message it moves to the dead-letter
@@ -43,6 +47,18 @@ const (
 type Backoff struct {
 	Min time.Duration
 	Max time.Duration
+}
+
+// withDefaults fills zero fields with min and max; Max is at least Min.
+func (b Backoff) withDefaults(minD, maxD time.Duration) Backoff {
+	if b.Min == 0 {
+		b.Min = minD
+	}
+	if b.Max == 0 {
+		b.Max = max(maxD, b.Min)
+	}
+	b.Max = max(b.Max, b.Min)
+	return b
 }
 
 // Delay returns the wait after the n-th failure (n >= 1).
@@ -109,10 +125,14 @@ type ConsumerOptions struct {
 	// MaxAttempts is how many times a message is handled before it is
 	// dead-lettered. Zero means DefaultMaxAttempts (5).
 	MaxAttempts int
-	// Backoff is the wait before a failed message is handled again, and
-	// between retries of a failing Receive. Zero fields mean
-	// DefaultMinBackoff and DefaultMaxBackoff.
+	// Backoff is the wait before a failed message is handled again. Zero
+	// fields mean DefaultMinBackoff and DefaultMaxBackoff.
 	Backoff Backoff
+	// ReconnectBackoff is the wait between retries of a Receive that
+	// failed with a retryable error (the broker went away). Zero fields
+	// mean DefaultMinBackoff and DefaultMaxReconnectBackoff: short, so
+	// that the consumer resumes soon after the broker is back.
+	ReconnectBackoff Backoff
 	// DeadLetter receives the messages that cannot be handled: at once
 	// those that cannot be decoded (invalid envelope, unregistered name,
 	// corrupt or oversized payload), and those whose handlers still fail
@@ -284,6 +304,9 @@ func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *Consume
 	if o.Backoff.Min < 0 || o.Backoff.Max < 0 {
 		bad("ConsumerOptions.Backoff is {Min: %v, Max: %v}; durations must not be negative", o.Backoff.Min, o.Backoff.Max)
 	}
+	if o.ReconnectBackoff.Min < 0 || o.ReconnectBackoff.Max < 0 {
+		bad("ConsumerOptions.ReconnectBackoff is {Min: %v, Max: %v}; durations must not be negative", o.ReconnectBackoff.Min, o.ReconnectBackoff.Max)
+	}
 	if o.DrainTimeout < 0 {
 		bad("ConsumerOptions.DrainTimeout is %v; use 0 for the default (%v) or a positive duration", o.DrainTimeout, DefaultDrainTimeout)
 	}
@@ -307,15 +330,8 @@ func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *Consume
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
-	if o.Backoff.Min == 0 {
-		o.Backoff.Min = DefaultMinBackoff
-	}
-	if o.Backoff.Max == 0 {
-		o.Backoff.Max = max(DefaultMaxBackoff, o.Backoff.Min)
-	}
-	if o.Backoff.Max < o.Backoff.Min {
-		o.Backoff.Max = o.Backoff.Min
-	}
+	o.Backoff = o.Backoff.withDefaults(DefaultMinBackoff, DefaultMaxBackoff)
+	o.ReconnectBackoff = o.ReconnectBackoff.withDefaults(DefaultMinBackoff, DefaultMaxReconnectBackoff)
 	if o.DeadLetterTopic == nil {
 		o.DeadLetterTopic = func(topic string) string { return topic + ".dlq" }
 	}
@@ -528,7 +544,7 @@ func (c *Consumer) receive(ctx context.Context, r mbdriver.Receiver, topic strin
 			}
 			failures++
 			c.report(ctx, fmt.Errorf("mb: consumer: receive from %q failed (will retry): %w", topic, err))
-			if sleepCtx(ctx, c.o.Backoff.Delay(failures)) != nil {
+			if sleepCtx(ctx, c.o.ReconnectBackoff.Delay(failures)) != nil {
 				return nil
 			}
 			continue

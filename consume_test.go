@@ -693,13 +693,13 @@ func TestNewConsumerInvalidOptions(t *testing.T) {
 	defer tr.Close()
 	_, err := mb.NewConsumer(nil, tr, nil, &mb.ConsumerOptions{
 		Topics: []string{"a", "", "a"}, Concurrency: -1, BatchSize: -1, MaxAttempts: -2,
-		Backoff: mb.Backoff{Min: -1}, DrainTimeout: -1,
+		Backoff: mb.Backoff{Min: -1}, ReconnectBackoff: mb.Backoff{Max: -1}, DrainTimeout: -1,
 	})
 	if err == nil {
 		t.Fatal("no error")
 	}
 	for _, want := range []string{"bus is nil", "registry is nil", "Topics[1]", "given twice", "ConsumerOptions.Group",
-		"ConsumerOptions.Concurrency", "ConsumerOptions.BatchSize", "ConsumerOptions.MaxAttempts", "ConsumerOptions.Backoff", "ConsumerOptions.DrainTimeout"} {
+		"ConsumerOptions.Concurrency", "ConsumerOptions.BatchSize", "ConsumerOptions.MaxAttempts", "ConsumerOptions.Backoff", "ConsumerOptions.ReconnectBackoff", "ConsumerOptions.DrainTimeout"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
@@ -756,7 +756,7 @@ func TestConsumerReceiveErrors(t *testing.T) {
 	fatal := errors.New("auth failed")
 	s := &failingSubscriber{err: fatal, fails: 2}
 	var log errLog
-	c := newCx(t, mb.New(), s, mb.NewRegistry(), mb.ConsumerOptions{Topic: "t", Backoff: mb.Backoff{Min: time.Millisecond, Max: time.Millisecond}, ErrorHandler: log.handle})
+	c := newCx(t, mb.New(), s, mb.NewRegistry(), mb.ConsumerOptions{Topic: "t", ReconnectBackoff: mb.Backoff{Min: time.Millisecond, Max: time.Millisecond}, ErrorHandler: log.handle})
 	err := c.Run(context.Background())
 	if !errors.Is(err, fatal) {
 		t.Fatalf("Run = %v, want the non-retryable receive error", err)

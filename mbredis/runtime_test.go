@@ -544,9 +544,10 @@ func TestRuntimeRedisRestart(t *testing.T) {
 	cons, err := mb.NewConsumer(bus, sd, reg, &mb.ConsumerOptions{
 		Topic: rtTopic, Group: group, Consumer: "c1", Concurrency: 4,
 		// The publisher may start before Run has created the group.
-		Start:   mbdriver.StartOldest,
-		Inbox:   mb.InboxFromClaimer(&inbox),
-		Backoff: mb.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+		Start: mbdriver.StartOldest,
+		Inbox: mb.InboxFromClaimer(&inbox),
+		// Back soon after the server: the test waits for the consumer.
+		ReconnectBackoff: mb.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 		ErrorHandler: func(context.Context, error) {
 			repMu.Lock()
 			reports++
