@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbdrivertest"
 	"github.com/mb-go/mb/mbredis"
@@ -76,5 +78,44 @@ func TestSubscribeStartErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "StartPosition(5)") {
 			t.Errorf("%T.Subscribe with Start 5 = %v; want an error naming it", d, err)
 		}
+	}
+}
+
+// Entries other programs add to a stream need not look like mbredis's: a
+// receiver returns them with what it recognises (here one header, a body
+// only, an unknown field only) and never fails on their shape.
+func TestStreamsForeignEntries(t *testing.T) {
+	c := newClient(t)
+	p := prefix(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: p, Block: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r, err := d.Subscribe(ctx, mbdriver.Subscription{Topic: "foreign", Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, values := range [][]any{{"h:ce-type", "x"}, {"body", "b"}, {"other", "o"}} {
+		if err := c.XAdd(ctx, &redis.XAddArgs{Stream: p + "foreign", Values: values}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []*mbdriver.Message
+	for len(got) < 3 {
+		msgs, err := r.Receive(ctx, 10)
+		if err != nil {
+			t.Fatalf("Receive after %d: %v", len(got), err)
+		}
+		got = append(got, msgs...)
+	}
+	if got[0].Headers["ce-type"] != "x" || string(got[1].Body) != "b" || len(got[2].Headers) != 0 || got[2].Body != nil {
+		t.Errorf("received %+v, %+v, %+v", got[0], got[1], got[2])
+	}
+	if err := r.Ack(ctx, got); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -625,7 +625,7 @@ func (r *streamReceiver) fill(m *mbdriver.Message, xm redis.XMessage, attempt in
 			m.PartitionKey = s
 		case strings.HasPrefix(f, fieldHeaderPrefix):
 			if m.Headers == nil {
-				m.Headers = make(map[string]string, len(xm.Values)-2) // all but id and body
+				m.Headers = make(map[string]string, max(len(xm.Values)-2, 1)) // all but id and body
 			}
 			m.Headers[f[len(fieldHeaderPrefix):]] = s
 		}
