@@ -288,6 +288,37 @@ func (s *suite) testCompetingConsumers(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	s.receiveConcurrently(t, rs, func(i int, r *rcv, msgs []*mbdriver.Message) bool {
+		if err := checkReceived(msgs); err != nil {
+			t.Errorf("%s: %v", r.name, err)
+		}
+		if err := s.ack(r, msgs); err != nil {
+			t.Error(err)
+		}
+		return record(i, msgs)
+	})
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n {
+		t.Fatalf("the group received %d distinct messages of %d within %v", len(got), n, s.wait)
+	}
+	for _, m := range want {
+		if _, ok := got[m.ID]; !ok {
+			t.Errorf("message %q not received", m.ID)
+		}
+	}
+	if counts[0] == 0 || counts[1] == 0 {
+		t.Errorf("receivers got %d and %d messages: want both some", counts[0], counts[1])
+	}
+	t.Logf("receivers got %d and %d messages", counts[0], counts[1])
+}
+
+// receiveConcurrently runs a receive loop on each of rs at once, calling
+// handle with what each receives (handle acks), until handle reports that
+// everything was received or s.wait has passed; a Receive error that is not
+// retryable fails the test. handle may be called from several goroutines.
+func (s *suite) receiveConcurrently(t *testing.T, rs []*rcv, handle func(i int, r *rcv, msgs []*mbdriver.Message) (done bool)) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.wait)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -307,34 +338,13 @@ func (s *suite) testCompetingConsumers(t *testing.T) {
 					cancel()
 					return
 				}
-				if err := checkReceived(msgs); err != nil {
-					t.Errorf("%s: %v", r.name, err)
-				}
-				if err := s.ack(r, msgs); err != nil {
-					t.Error(err)
-				}
-				if record(i, msgs) {
-					cancel() // everything received: stop the other receiver too
+				if handle(i, r, msgs) {
+					cancel() // everything received: stop the other receivers too
 				}
 			}
 		})
 	}
 	wg.Wait()
-
-	mu.Lock()
-	defer mu.Unlock()
-	if len(got) != n {
-		t.Fatalf("the group received %d distinct messages of %d within %v", len(got), n, s.wait)
-	}
-	for _, m := range want {
-		if _, ok := got[m.ID]; !ok {
-			t.Errorf("message %q not received", m.ID)
-		}
-	}
-	if counts[0] == 0 || counts[1] == 0 {
-		t.Errorf("receivers got %d and %d messages: want both some", counts[0], counts[1])
-	}
-	t.Logf("receivers got %d and %d messages", counts[0], counts[1])
 }
 
 // receiveAll receives n messages from each receiver concurrently, acking,
@@ -559,56 +569,6 @@ func (s *suite) testPerKeyOrder(t *testing.T) {
 		total  int
 		counts = make([]int, len(rs))
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), s.wait)
-	defer cancel()
-	var wg sync.WaitGroup
-	for i, r := range rs {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				msgs, err := r.Receive(ctx, 10)
-				if err != nil {
-					if ctx.Err() != nil {
-						return
-					}
-					if r.c.IsRetryable(err) {
-						pause(ctx)
-						continue
-					}
-					t.Errorf("%s: Receive: %v", r.name, err)
-					cancel()
-					return
-				}
-				// Check each message's place before acking, so a driver
-				// that holds a key's next message until the ack is
-				// checked in handling order.
-				mu.Lock()
-				for _, m := range msgs {
-					key := m.Headers["x-key"]
-					seq, err := strconv.Atoi(m.Headers["x-seq"])
-					if err != nil || key == "" {
-						t.Errorf("%s: message %q without x-key/x-seq headers: %v", r.name, m.ID, m.Headers)
-						continue
-					}
-					if seq != next[key] && !bad[key] {
-						bad[key] = true
-						t.Errorf("%s: key %q: received seq %d (Attempt %d), want %d: per-key order broken", r.name, key, seq, m.Attempt, next[key])
-					}
-					next[key] = seq + 1
-					total++
-					counts[i]++
-				}
-				done := total >= keys*perKey
-				mu.Unlock()
-				if err := s.ack(r, msgs); err != nil {
-					t.Error(err)
-				}
-				if done {
-					cancel()
-				}
-			}
-		})
-	}
-
 	var pub sync.WaitGroup
 	for k := range keys {
 		pub.Go(func() {
@@ -625,8 +585,34 @@ func (s *suite) testPerKeyOrder(t *testing.T) {
 			}
 		})
 	}
+	s.receiveConcurrently(t, rs, func(i int, r *rcv, msgs []*mbdriver.Message) bool {
+		// Check each message's place before acking, so a driver that
+		// holds a key's next message until the ack is checked in
+		// handling order.
+		mu.Lock()
+		for _, m := range msgs {
+			key := m.Headers["x-key"]
+			seq, err := strconv.Atoi(m.Headers["x-seq"])
+			if err != nil || key == "" {
+				t.Errorf("%s: message %q without x-key/x-seq headers: %v", r.name, m.ID, m.Headers)
+				continue
+			}
+			if seq != next[key] && !bad[key] {
+				bad[key] = true
+				t.Errorf("%s: key %q: received seq %d (Attempt %d), want %d: per-key order broken", r.name, key, seq, m.Attempt, next[key])
+			}
+			next[key] = seq + 1
+			total++
+			counts[i]++
+		}
+		done := total >= keys*perKey
+		mu.Unlock()
+		if err := s.ack(r, msgs); err != nil {
+			t.Error(err)
+		}
+		return done
+	})
 	pub.Wait()
-	wg.Wait()
 
 	mu.Lock()
 	defer mu.Unlock()
