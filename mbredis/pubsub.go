@@ -48,6 +48,8 @@ const (
 	FormatDiator
 )
 
+// String returns the constant's name, such as "FormatDiator", or
+// "Format(n)" for another value.
 func (f Format) String() string {
 	switch f {
 	case FormatFrame:
