@@ -85,15 +85,22 @@ func (f *frame) ext() *frameExt {
 }
 
 func (f *frame) newExt() *frameExt {
-	var x *frameExt
 	if f.hasUnit() {
-		ux := &unitExt{}
-		ux.u.events = ux.u.evbuf[:0]
-		ux.unit = &ux.u
-		x = &ux.frameExt
-	} else {
-		x = &frameExt{}
+		return f.initUnitExt(&unitExt{})
 	}
+	return f.initExt(&frameExt{})
+}
+
+// initUnitExt makes the zero ux f's extension with the unit of work it
+// roots, and returns it; the caller stores it in f.x.
+func (f *frame) initUnitExt(ux *unitExt) *frameExt {
+	ux.u.events = ux.u.evbuf[:0]
+	ux.unit = &ux.u
+	return f.initExt(&ux.frameExt)
+}
+
+// initExt fills the zero x (its unit set, if any) for f and returns it.
+func (f *frame) initExt(x *frameExt) *frameExt {
 	if f.rec != nil {
 		x.unit.depth = f.rec.depth + 1
 		x.msg = Message{Kind: KindEvent, Name: f.rec.et.info.name, Handler: f.e.handler, meta: &f.rec.meta}
@@ -102,6 +109,45 @@ func (f *frame) newExt() *frameExt {
 	x.msg = Message{Kind: f.e.kind, Name: f.e.name, Handler: f.e.handler, meta: &x.meta}
 	x.meta.inherit(f.Context, frameFrom(f.Context))
 	return x
+}
+
+// eagerExt reports whether a frame of handler e will need its extension at
+// once: middleware reads the message, a transaction lives in the unit.
+// Such frames are allocated together with it (unitFrame, queryFrame).
+func (b *Bus) eagerExt(e *entry) bool {
+	return !e.direct || (e.kind != KindQuery && e.kind != KindStream && b.opts.Transactor != nil)
+}
+
+// unitFrame is a frame and the extension with its unit, in one
+// allocation.
+type unitFrame struct {
+	frame
+	ux unitExt
+}
+
+// queryFrame is a frame of a query or stream handler and its extension,
+// in one allocation.
+type queryFrame struct {
+	frame
+	x frameExt
+}
+
+// newFrame returns a frame for handler e with ctx, allocated with its
+// extension when eagerExt says it will need one.
+func (b *Bus) newFrame(ctx context.Context, e *entry) *frame {
+	if !b.eagerExt(e) {
+		return &frame{Context: ctx, e: e}
+	}
+	if e.kind == KindQuery || e.kind == KindStream {
+		qf := &queryFrame{}
+		qf.Context, qf.e = ctx, e
+		qf.frame.x.Store(qf.initExt(&qf.x))
+		return &qf.frame
+	}
+	uf := &unitFrame{}
+	uf.Context, uf.e = ctx, e
+	uf.frame.x.Store(uf.initUnitExt(&uf.ux))
+	return &uf.frame
 }
 
 func (f *frame) msg() *Message { return &f.ext().msg }
