@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mb-go/mb/mbdriver"
@@ -46,10 +47,14 @@ type StreamsOptions struct {
 	KeyPrefix string
 
 	// Block is the longest one XREADGROUP call waits for new entries
-	// (default [DefaultBlock]). Receive is not interrupted in the middle of
-	// such a call, so it also bounds how late Receive notices that its
-	// context was cancelled (a context deadline is honoured exactly) and
-	// how long Close waits for a Receive in progress. Must not be negative.
+	// (default [DefaultBlock]). With a *redis.Client, each receiver reads
+	// on a connection of its own, and Close or the cancellation of
+	// Receive's context ends the wait at once (CLIENT UNBLOCK). With other
+	// clients (cluster, ring), or a server that refuses CLIENT ID, reads
+	// go through the pool and are not interrupted: Block then also bounds
+	// how late Receive notices that its context was cancelled and how long
+	// Close waits for a Receive in progress. A context deadline is always
+	// honoured. Must not be negative.
 	Block time.Duration
 
 	// ClaimMinIdle is how long an entry stays delivered but unacknowledged
@@ -375,6 +380,14 @@ type streamReceiver struct {
 	// recvMu is held by Receive and by Close, so that Close runs after
 	// the Receive in progress.
 	recvMu sync.Mutex
+	// conn is the receiver's own connection for blocking reads, connID its
+	// CLIENT ID; noConn says blocking reads use the pool. Guarded by
+	// recvMu. blockedID is connID while a blocking read is in progress,
+	// for unblock.
+	conn      *redis.Conn
+	connID    int64
+	noConn    bool
+	blockedID atomic.Int64
 
 	// mu guards the XAUTOCLAIM schedule, which Nack changes.
 	mu          sync.Mutex
@@ -409,8 +422,9 @@ func (r *streamReceiver) claimInterval() time.Duration {
 // XAUTOCLAIM (looked for at the first call, every ClaimMinIdle/2, and when
 // a Nack delay ends), then new ones read with XREADGROUP BLOCK. A group
 // that disappeared (the stream was deleted, or the server lost its data)
-// is created again from the start of the stream. A ctx without deadline
-// is noticed within Block.
+// is created again from the start of the stream. Cancelling ctx, or
+// Close, ends a blocked read at once with a *redis.Client, within Block
+// with other clients (see StreamsOptions.Block).
 func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("mbredis: Receive: max is %d; it must be at least 1", max)
@@ -454,13 +468,13 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 				return nil, mbdriver.ErrClosed
 			}
 		}
-		res, err := r.d.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+		res, err := r.readGroup(ctx, &redis.XReadGroupArgs{
 			Group:    r.group,
 			Consumer: r.consumer,
 			Streams:  []string{r.key, ">"},
 			Count:    int64(max),
 			Block:    block,
-		}).Result()
+		})
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
@@ -490,6 +504,96 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 		}
 		if len(msgs) > 0 {
 			return msgs, nil
+		}
+	}
+}
+
+// readGroup runs one blocking XREADGROUP. On a *redis.Client it runs on
+// the receiver's own connection, whose CLIENT ID lets Close and the
+// cancellation of ctx end the wait at once (CLIENT UNBLOCK from another
+// connection); elsewhere (a cluster or ring client, or a server that
+// refuses CLIENT ID) on the pool, and the wait ends within Block. Called
+// with recvMu held.
+func (r *streamReceiver) readGroup(ctx context.Context, a *redis.XReadGroupArgs) ([]redis.XStream, error) {
+	conn, id := r.blockingConn(ctx)
+	if conn == nil {
+		return r.d.client.XReadGroup(ctx, a).Result()
+	}
+	r.blockedID.Store(id)
+	stop := context.AfterFunc(ctx, r.unblock)
+	defer func() {
+		stop()
+		r.blockedID.Store(0)
+	}()
+	if r.isClosed() || ctx.Err() != nil { // before the id was published: no unblock came
+		return nil, redis.Nil
+	}
+	res, err := conn.XReadGroup(ctx, a).Result()
+	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOGROUP") {
+		// The connection may be broken; the next read takes a new one.
+		r.dropConn()
+	}
+	return res, err
+}
+
+// blockingConn returns the receiver's own connection and its CLIENT ID,
+// opening it on first use, or nil when blocking reads go through the
+// pool. Called with recvMu held.
+func (r *streamReceiver) blockingConn(ctx context.Context) (*redis.Conn, int64) {
+	if r.conn != nil {
+		return r.conn, r.connID
+	}
+	c, ok := r.d.client.(*redis.Client)
+	if !ok || r.noConn {
+		return nil, 0
+	}
+	conn := c.Conn()
+	id, err := conn.ClientID(ctx).Result()
+	if err != nil {
+		_ = conn.Close()
+		if redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "ERR unknown command") {
+			r.noConn = true // not allowed here: use the pool from now on
+		}
+		return nil, 0
+	}
+	r.conn, r.connID = conn, id
+	return conn, id
+}
+
+// dropConn closes the receiver's own connection. Called with recvMu held.
+func (r *streamReceiver) dropConn() {
+	if r.conn != nil {
+		_ = r.conn.Close()
+		r.conn, r.connID = nil, 0
+	}
+}
+
+// unblock ends the blocking read in progress on the receiver's own
+// connection, if there is one, as if its time had run out. The read may
+// have been sent but not yet be blocked in the server (CLIENT UNBLOCK then
+// finds nothing to unblock): it tries again, briefly, while that read is
+// in progress.
+func (r *streamReceiver) unblock() {
+	id := r.blockedID.Load()
+	if id == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	for range 50 {
+		n, err := r.d.client.ClientUnblock(ctx, id).Result()
+		if n == 1 || err != nil || r.blockedID.Load() != id {
+			return
+		}
+		t := time.NewTimer(2 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if r.blockedID.Load() != id {
+			return
 		}
 	}
 }
@@ -716,9 +820,11 @@ func (r *streamReceiver) release(ctx context.Context, ids []string, idle time.Du
 func (r *streamReceiver) Close() error {
 	r.closeOnce.Do(func() {
 		close(r.closed)
+		r.unblock()
 		r.recvMu.Lock()
 		defer r.recvMu.Unlock()
 		defer r.d.forget(r)
+		defer r.dropConn()
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
 		r.closeErr = r.releaseAll(ctx)

@@ -1,0 +1,103 @@
+package mbredis_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mb-go/mb/mbdriver"
+	"github.com/mb-go/mb/mbredis"
+)
+
+// blockedReceive starts Receive with ctx on a Streams receiver whose reads
+// may block for an hour and waits until Redis shows the read blocked. It
+// returns the receiver and the channel Receive's error arrives on. deadline
+// (a minute away) bounds everything: a read that is not interrupted
+// outlives it, so the checks fail instead of passing late.
+func blockedReceive(t *testing.T, deadline, ctx context.Context) (mbdriver.Receiver, <-chan error) {
+	t.Helper()
+	c := newClient(t)
+	p := prefix(t, c)
+	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: p, Block: time.Hour, ClaimMinIdle: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	r, err := d.Subscribe(deadline, mbdriver.Subscription{Topic: "idle", Group: "g", Consumer: "waiter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := r.Receive(ctx, 10)
+		errc <- err
+	}()
+	waitBlocked(t, deadline, c, p+"idle")
+	return r, errc
+}
+
+// waitBlocked polls CLIENT LIST until a client is blocked in XREADGROUP on
+// key.
+func waitBlocked(t *testing.T, ctx context.Context, c *redis.Client, key string) {
+	t.Helper()
+	for {
+		list, err := c.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatalf("CLIENT LIST: %v", err)
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, "cmd=xreadgroup") && strings.Contains(line, "flags=b") {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no XREADGROUP blocked on %s", key)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// Close ends a Receive blocked in XREADGROUP at once, with ErrClosed, not
+// when Block runs out.
+func TestStreamsCloseWakesBlockedReceive(t *testing.T) {
+	deadline, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, errc := blockedReceive(t, deadline, deadline)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, mbdriver.ErrClosed) {
+			t.Errorf("Receive = %v, want ErrClosed", err)
+		}
+	case <-deadline.Done():
+		t.Fatal("Receive still blocked a minute after Close")
+	}
+}
+
+// Cancelling Receive's context ends a blocked XREADGROUP at once.
+func TestStreamsCancelWakesBlockedReceive(t *testing.T) {
+	deadline, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ctx, stop := context.WithCancel(deadline)
+	defer stop()
+	r, errc := blockedReceive(t, deadline, ctx)
+	stop()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Receive = %v, want context.Canceled", err)
+		}
+	case <-deadline.Done():
+		t.Fatal("Receive still blocked a minute after its context was cancelled")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
