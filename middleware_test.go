@@ -612,3 +612,60 @@ func TestRetryable(t *testing.T) {
 		t.Error("the Retryable() bool method is not honoured")
 	}
 }
+
+// Middleware that hands the handler a body of another type gets an error
+// wrapping ErrInvalidMessage, naming both types, for every kind of
+// handler; the handler does not run.
+func TestMiddlewareReplacingBodyWithWrongType(t *testing.T) {
+	t.Parallel()
+	swap := func(next mb.Handler) mb.Handler {
+		return mb.HandlerFunc(func(ctx context.Context, msg *mb.Message) (any, error) {
+			msg.Body = Note{"not the message"}
+			return next.Handle(ctx, msg)
+		})
+	}
+	var errs []error
+	var mu sync.Mutex
+	bus := mb.New(mb.Options{Middleware: []mb.Middleware{swap}, ErrorHandler: func(_ context.Context, err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}})
+	ran := false
+	mb.HandleCommand(bus, func(context.Context, CreateAccount) (Account, error) { ran = true; return Account{}, nil })
+	mb.HandleCommandNoResult(bus, func(context.Context, DoIt) error { ran = true; return nil })
+	mb.HandleQuery(bus, func(context.Context, Ping) (int, error) { ran = true; return 0, nil })
+	mb.HandleStream(bus, func(context.Context, Keyed) iter.Seq2[string, error] {
+		ran = true
+		return func(func(string, error) bool) {}
+	})
+	mb.Subscribe(bus, func(context.Context, AccountCreated) error { ran = true; return nil })
+
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, mb.ErrInvalidMessage) || !strings.Contains(err.Error(), "mb_test.Note") {
+			t.Errorf("%s: %v, want ErrInvalidMessage naming mb_test.Note", what, err)
+		}
+	}
+	ctx := context.Background()
+	_, err := mb.Send[Account](ctx, bus, CreateAccount{"a"})
+	check("Send", err)
+	check("Exec", mb.Exec(ctx, bus, DoIt{"x"}))
+	_, err = mb.Query[int](ctx, bus, Ping{1})
+	check("Query", err)
+	for _, err := range mb.Stream[string](ctx, bus, Keyed{"k", "v"}) {
+		check("Stream", err)
+	}
+	if err := mb.Publish(ctx, bus, AccountCreated{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) != 1 {
+		t.Fatalf("event handler errors %v, want one", errs)
+	}
+	check("event handler", errs[0])
+	if ran {
+		t.Error("a handler ran with a body of the wrong type")
+	}
+}
