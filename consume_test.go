@@ -819,3 +819,99 @@ func TestConsumerCodecsByContentType(t *testing.T) {
 		t.Errorf("a nil codec: %v", err)
 	}
 }
+
+// ackFailing wraps a driver whose receivers fail every Ack.
+type ackFailing struct{ *mbmem.Transport }
+
+func (a ackFailing) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	r, err := a.Transport.Subscribe(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	return ackFailingReceiver{r}, nil
+}
+
+type ackFailingReceiver struct{ mbdriver.Receiver }
+
+func (ackFailingReceiver) Ack(context.Context, []*mbdriver.Message) error {
+	return errors.New("connection reset")
+}
+
+// A failed ack is reported with the ids it concerned (the messages will
+// come back: what an inbox is for); the consumer goes on.
+func TestConsumerReportsFailedAcks(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr, reg := cxBroker(t, topic)
+	handled := make(chan string, 4)
+	bus := mb.New()
+	mb.Subscribe(bus, func(_ context.Context, e CxOrderPlaced) error { handled <- e.Order; return nil })
+	var log errLog
+	c := newCx(t, bus, ackFailing{tr}, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, ErrorHandler: log.handle})
+	pub, err := mb.NewPublisher(tr, reg, &mb.PublisherOptions{Router: func(string) string { return topic }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	stop := runConsumer(t, c)
+	if got := recv(t, handled); got != "1" {
+		t.Fatalf("handled %q", got)
+	}
+	eventually(t, "the failed ack reported", func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		for _, err := range log.errs {
+			if strings.Contains(err.Error(), "ack of 1 message(s)") && strings.Contains(err.Error(), "connection reset") {
+				return true
+			}
+		}
+		return false
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A foreign producer's partition key header in another case still routes
+// messages of one key to one worker, in order.
+func TestConsumerPartitionKeyHeaderAnyCase(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr, reg := cxBroker(t, topic)
+	var mu sync.Mutex
+	var seqs []int
+	done := make(chan struct{})
+	bus := mb.New()
+	mb.Subscribe(bus, func(_ context.Context, e CxOrderPlaced) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seqs = append(seqs, e.Seq)
+		if len(seqs) == 20 {
+			close(done)
+		}
+		return nil
+	})
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Concurrency: 4})
+	var msgs []*mbdriver.Message
+	for i := range 20 {
+		env, err := reg.Encode(CxOrderPlaced{Order: "o", Seq: i}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := env.ToHeaders()
+		h["Ce-PartitionKey"] = "order-o" // as some producers spell it
+		msgs = append(msgs, &mbdriver.Message{ID: env.ID, Headers: h, Body: env.Data})
+	}
+	if err := tr.Publish(context.Background(), topic, msgs); err != nil {
+		t.Fatal(err)
+	}
+	runConsumer(t, c)
+	recv(t, done)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, s := range seqs {
+		if s != i {
+			t.Fatalf("handled in order %v, want 0..19", seqs)
+		}
+	}
+}
