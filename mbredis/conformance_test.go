@@ -119,3 +119,43 @@ func TestStreamsForeignEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Glob characters in KeyPrefix are matched literally by a pattern
+// subscription: only the topic part is a pattern.
+func TestPubSubPatternEscapesKeyPrefix(t *testing.T) {
+	c := newClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	base := runPrefix + randHex(4)
+	odd, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{KeyPrefix: base + "[x]*?\\:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer odd.Close()
+	// "<base>x-anything:" matches the prefix read as a glob.
+	plain, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{KeyPrefix: base + "x-anything\\:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	r, err := odd.Subscribe(ctx, mbdriver.Subscription{Topic: "orders.*", Pattern: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	foreign := &mbdriver.Message{ID: "foreign", Headers: map[string]string{}, Body: []byte("f")}
+	own := &mbdriver.Message{ID: "own", Headers: map[string]string{}, Body: []byte("o")}
+	if err := plain.Publish(ctx, "orders.created", []*mbdriver.Message{foreign}); err != nil {
+		t.Fatal(err)
+	}
+	if err := odd.Publish(ctx, "orders.created", []*mbdriver.Message{own}); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := r.Receive(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs[0].ID != "own" {
+		t.Errorf("the pattern subscription received %q first; the prefix was matched as a glob", msgs[0].ID)
+	}
+}
