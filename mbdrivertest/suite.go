@@ -45,8 +45,8 @@
 //   - Receive is called with max >= 1.
 //
 // The suite never sleeps to wait for something: it receives until what it
-// expects arrives, within a bound (10s, or Harness.RedeliveryWait when
-// larger, and RedeliveryWait for redeliveries). To check that something
+// expects arrives, within a bound (Harness.ReceiveWait, 10s by default,
+// or RedeliveryWait when larger, and RedeliveryWait for redeliveries). To check that something
 // is NOT delivered it publishes a marker message afterwards and receives
 // until the marker. Bounds are only bounds on waiting, never timing
 // assertions, except that NackDelay checks that a delayed redelivery does
@@ -82,12 +82,17 @@ type Harness struct {
 	// (nack, stopped consumer) — default 10s. Not a timing assertion: only
 	// a bound on waiting.
 	RedeliveryWait time.Duration
+	// ReceiveWait bounds how long the suite waits for messages that
+	// should be there — default 10s, and never less than RedeliveryWait.
+	// Raise it for a slow broker; an in-memory one may lower it so that a
+	// broken driver fails sooner. Also only a bound on waiting.
+	ReceiveWait time.Duration
 }
 
 const (
 	defaultRedeliveryWait = 10 * time.Second
-	// receiveWait bounds waiting for messages that should be there.
-	receiveWait = 10 * time.Second
+	// defaultReceiveWait bounds waiting for messages that should be there.
+	defaultReceiveWait = 10 * time.Second
 	// retryPause is the pause after a retryable Receive error.
 	retryPause = 50 * time.Millisecond
 )
@@ -104,7 +109,11 @@ func Run(t *testing.T, h Harness) {
 	if s.redelivery <= 0 {
 		s.redelivery = defaultRedeliveryWait
 	}
-	s.wait = max(receiveWait, s.redelivery)
+	s.wait = h.ReceiveWait
+	if s.wait <= 0 {
+		s.wait = defaultReceiveWait
+	}
+	s.wait = max(s.wait, s.redelivery)
 
 	d := h.Open(t)
 	if d == nil {
