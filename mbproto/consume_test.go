@@ -167,3 +167,58 @@ func (p *recordingPublisher) Publish(ctx context.Context, topic string, msgs []*
 	p.sent = append(p.sent, msgs...)
 	return p.Publisher.Publish(ctx, topic, msgs)
 }
+
+// A topic moving from JSON to protobuf: a consumer whose Codec is the
+// protobuf codec and whose Codecs list the JSON one handles both kinds of
+// message through the same typed handler.
+func TestConsumeDuringMigrationFromJSON(t *testing.T) {
+	const topic, group = "orders.placed", "shipping"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tr := mbmem.New(nil)
+	defer tr.Close()
+	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders"})
+	mb.RegisterMessage[OrderPlaced](reg)
+	codec := mbproto.New(nil)
+
+	for _, c := range []mb.Codec{mb.JSONCodec{}, codec} {
+		pub, err := mb.NewPublisher(tr, reg, &mb.PublisherOptions{Codec: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Publish(ctx, OrderPlaced{&testpb.OrderPlaced{OrderId: c.ContentType(), Items: []string{"lamp"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bus := mb.New()
+	handled := make(chan *testpb.OrderPlaced, 2)
+	mb.Subscribe(bus, func(_ context.Context, e OrderPlaced) error {
+		handled <- e.OrderPlaced
+		return nil
+	})
+	c, err := mb.NewConsumer(bus, tr, reg, &mb.ConsumerOptions{
+		Topic: topic, Group: group, Start: mbdriver.StartOldest, Concurrency: 1,
+		Codec: codec, Codecs: []mb.Codec{mb.JSONCodec{}},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ErrorHandler: func(context.Context, error) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	for _, want := range []string{"application/json", "application/protobuf"} {
+		select {
+		case e := <-handled:
+			if e == nil || e.GetOrderId() != want || len(e.GetItems()) != 1 || e.GetItems()[0] != "lamp" {
+				t.Errorf("handled %v, want order %q with its item", e, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("order %q not handled", want)
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
