@@ -117,7 +117,9 @@
 // Events that must reach other services travel as CloudEvents 1.0
 // [Envelope]s. A [Registry] maps stable wire names (the MessageName method,
 // required here) to Go types, so only registered types are ever decoded; a
-// [Codec] (JSON by default) encodes the payload. A [Publisher] sends events
+// [Codec] (JSON by default; the mbproto module has a protobuf one, and a
+// consumer may read several formats with ConsumerOptions.Codecs) encodes
+// the payload. A [Publisher] sends events
 // to a transport, carrying the correlation and causation ids of the context
 // it is called in; a [Consumer] receives them with a consumer group,
 // decodes them and runs the bus's handlers through the same middleware,
