@@ -120,7 +120,11 @@ type ConsumerOptions struct {
 	// they may be handled out of order. Use 1 for strict order.
 	Concurrency int
 	// BatchSize is the most messages asked of the driver per Receive.
-	// Zero means max(Concurrency, 10).
+	// Zero means max(Concurrency, 10). Up to about two batches wait
+	// locally for a worker (one queued, one being handed over); with slow
+	// handlers keep 2 × BatchSize × handling time / Concurrency below the
+	// broker's redelivery timeout (ClaimMinIdle for Redis Streams), or
+	// waiting messages are redelivered to another consumer meanwhile.
 	BatchSize int
 	// MaxAttempts is how many times a message is handled before it is
 	// dead-lettered. Zero means DefaultMaxAttempts (5).
