@@ -648,6 +648,29 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 			return true
 		}
 		herr := errors.Join(errs...)
+		if allInFlight(errs) {
+			// A redelivery overtook a handling still in progress: it may
+			// yet fail, so this copy is neither acked nor a failure. Try
+			// again shortly; by then the other has committed (this copy
+			// is skipped) or given up (this copy runs).
+			delay := c.o.Backoff.Min
+			switch {
+			case ctx.Err() != nil:
+				c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
+				done(herr)
+				return false
+			case redeliver:
+				c.nack(ctx, d.rcv, []*mbdriver.Message{m}, delay)
+				done(herr)
+				return true
+			}
+			if sleepCtx(ctx, delay) != nil {
+				c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
+				done(herr)
+				return false
+			}
+			continue
+		}
 		st := c.fail(env.ID)
 		attempt := st.count
 		if m.Attempt > 0 {
@@ -677,6 +700,17 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 			return false
 		}
 	}
+}
+
+// allInFlight reports whether every error of a handling says that the
+// Inbox found the same handling in progress elsewhere.
+func allInFlight(errs []error) bool {
+	for _, err := range errs {
+		if !errors.Is(err, ErrInFlight) {
+			return false
+		}
+	}
+	return len(errs) > 0
 }
 
 // receiveHook calls OnReceive for env. A panic in the hook, or a nil

@@ -915,3 +915,69 @@ func TestConsumerPartitionKeyHeaderAnyCase(t *testing.T) {
 		}
 	}
 }
+
+// A redelivery that overtakes a handling still in progress (here: the
+// broker's visibility timeout runs out) must not be acknowledged as done:
+// if the first handling then fails, the message is handled again and
+// takes effect once.
+func TestConsumerInboxInFlightHandlingThatFails(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr := mbmem.New(&mbmem.Options{AckTimeout: 50 * time.Millisecond})
+	t.Cleanup(func() { _ = tr.Close() })
+	precreate(t, tr, topic, cxGroup)
+	reg := cxRegistry(t)
+
+	// secondClaim is closed once the redelivered copy has asked the inbox.
+	secondClaim := make(chan struct{})
+	var claims atomic.Int32
+	base := mb.InboxFromClaimer(&mbmem.Inbox{})
+	inbox := mb.InboxFunc(func(ctx context.Context, key mb.InboxKey) (bool, error) {
+		ok, err := base.Claim(ctx, key)
+		if claims.Add(1) == 2 {
+			if !errors.Is(err, mb.ErrInFlight) {
+				t.Errorf("second claim while the first handling runs = %v, %v; want ErrInFlight", ok, err)
+			}
+			close(secondClaim)
+		}
+		return ok, err
+	})
+	var calls, effects atomic.Int32
+	bus := mb.New()
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		if calls.Add(1) == 1 {
+			// The first handling lasts until the redelivered copy has
+			// asked the inbox, then fails.
+			select {
+			case <-secondClaim:
+			case <-time.After(10 * time.Second):
+			}
+			return errors.New("first attempt fails")
+		}
+		effects.Add(1)
+		return nil
+	}, mb.WithName("effect"))
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{
+		Topic: topic, Group: cxGroup, Inbox: inbox, Concurrency: 2,
+		Backoff: mb.Backoff{Min: 10 * time.Millisecond, Max: 20 * time.Millisecond},
+	})
+	pub, err := mb.NewPublisher(tr, reg, &mb.PublisherOptions{Router: func(string) string { return topic }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	stop := runConsumer(t, c)
+	select {
+	case <-secondClaim:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message was not redelivered while its first handling ran")
+	}
+	eventually(t, "the event's effect after the first handling failed", func() bool { return effects.Load() == 1 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := effects.Load(); n != 1 {
+		t.Errorf("%d effects, want 1", n)
+	}
+}

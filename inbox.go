@@ -38,10 +38,17 @@ func (k InboxKey) String() string {
 //     NOTHING, and reports whether a row was inserted; a store outside the
 //     transaction registers [AfterCommit] and [AfterRollback] hooks to
 //     commit or release its claim.
-//   - false: the handling already took effect (or is in progress in
-//     another worker); the handler is skipped and counts as a success.
-//   - an error: the unit rolls back and the handling counts as failed; it
-//     is retried like a handler error.
+//   - false: the handling already took effect; the handler is skipped and
+//     counts as a success.
+//   - an error wrapping [ErrInFlight]: the same handling is in progress
+//     elsewhere (the broker redelivered the message while another worker
+//     or process still handles it). Whether it will take effect is not
+//     known yet, so the message is neither acknowledged nor counted as
+//     failed: it is tried again after the consumer's minimum backoff. A
+//     store that makes a second claim wait for the first one's outcome (a
+//     unique key inserted in a transaction does) never needs this.
+//   - another error: the unit rolls back and the handling counts as
+//     failed; it is retried like a handler error.
 //
 // Claims are per handler, so that when one handler of a message fails and
 // the message is retried, only the handlers that failed run again.
@@ -56,28 +63,40 @@ type InboxFunc func(ctx context.Context, key InboxKey) (bool, error)
 // Claim calls f.
 func (f InboxFunc) Claim(ctx context.Context, key InboxKey) (bool, error) { return f(ctx, key) }
 
+// ErrInFlight is wrapped by the error an [Inbox] returns when the handling
+// it is asked to claim is in progress elsewhere; see [Inbox].
+var ErrInFlight = errors.New("mb: inbox: the same handling is in progress elsewhere")
+
 // KeyClaimer is a non-transactional store of claimed keys, such as the
 // in-memory inbox of package mbmem. Claim reports false when key is
 // claimed already (committed, or held by another handling); otherwise the
 // key is held until release is called once: release(true) makes the claim
-// permanent, release(false) gives the key up.
+// permanent, release(false) gives the key up. Seen reports whether key is
+// committed, which tells the two cases of a failed Claim apart.
 type KeyClaimer interface {
 	Claim(key string) (release func(commit bool), ok bool)
+	Seen(key string) bool
 }
 
 // InboxFromClaimer returns an [Inbox] over c, keyed by [InboxKey.String]. A
 // claim is committed after the handler's unit of work commits and released
 // when it rolls back (see [AfterCommit] and [AfterRollback]), which gives
 // the transactional behaviour of a SQL inbox in memory, except that a crash
-// between commit and release loses the claim.
+// between commit and release loses the claim. A key held by a handling
+// that has not ended yields an error wrapping [ErrInFlight].
 func InboxFromClaimer(c KeyClaimer) Inbox {
 	if c == nil {
 		panic(fmt.Errorf("%w: InboxFromClaimer(nil)", ErrInvalidArgument))
 	}
 	return InboxFunc(func(ctx context.Context, key InboxKey) (bool, error) {
-		release, ok := c.Claim(key.String())
+		k := key.String()
+		release, ok := c.Claim(k)
 		if !ok {
-			return false, nil
+			if c.Seen(k) {
+				return false, nil
+			}
+			// Held by a handling that has not ended: it may still fail.
+			return false, fmt.Errorf("%w: message %q, handler %q", ErrInFlight, key.MessageID, key.Handler)
 		}
 		if release == nil {
 			return true, nil
