@@ -653,21 +653,9 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 			// yet fail, so this copy is neither acked nor a failure. Try
 			// again shortly; by then the other has committed (this copy
 			// is skipped) or given up (this copy runs).
-			delay := c.o.Backoff.Min
-			switch {
-			case ctx.Err() != nil:
-				c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
+			if again, result := c.later(ctx, d, c.o.Backoff.Min, redeliver); !again {
 				done(herr)
-				return false
-			case redeliver:
-				c.nack(ctx, d.rcv, []*mbdriver.Message{m}, delay)
-				done(herr)
-				return true
-			}
-			if sleepCtx(ctx, delay) != nil {
-				c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
-				done(herr)
-				return false
+				return result
 			}
 			continue
 		}
@@ -683,23 +671,33 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 			return true
 		}
 		c.report(ctx, fmt.Errorf("mb: consumer: %s %q from %q failed (attempt %d of %d, will retry): %w", env.Type, env.ID, d.sourceTopic(), attempt, c.o.MaxAttempts, herr))
-		delay := c.o.Backoff.Delay(attempt)
-		if ctx.Err() != nil {
-			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
+		if again, result := c.later(ctx, d, c.o.Backoff.Delay(attempt), redeliver); !again {
 			done(herr)
-			return false
-		}
-		if redeliver {
-			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, delay)
-			done(herr)
-			return true
-		}
-		if sleepCtx(ctx, delay) != nil {
-			c.nack(ctx, d.rcv, []*mbdriver.Message{m}, 0)
-			done(herr)
-			return false
+			return result
 		}
 	}
+}
+
+// later sets d's message up for another try after delay: through the
+// broker (a nack with the delay) when it redelivers, otherwise by waiting
+// here. It reports whether handle should try again itself, and if not,
+// handle's result: false when ctx was cancelled (the message is nacked
+// for redelivery at once and counts as abandoned).
+func (c *Consumer) later(ctx context.Context, d *delivery, delay time.Duration, redeliver bool) (again, result bool) {
+	msgs := []*mbdriver.Message{d.msg}
+	switch {
+	case ctx.Err() != nil:
+		c.nack(ctx, d.rcv, msgs, 0)
+		return false, false
+	case redeliver:
+		c.nack(ctx, d.rcv, msgs, delay)
+		return false, true
+	}
+	if sleepCtx(ctx, delay) != nil {
+		c.nack(ctx, d.rcv, msgs, 0)
+		return false, false
+	}
+	return true, false
 }
 
 // allInFlight reports whether every error of a handling says that the

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,13 +23,7 @@ import (
 // not, and takes effect at most once; nothing else takes effect.
 // MB_SOAK_DURATION sets how long the producer runs (3s by default).
 func TestSoakRedisRestarts(t *testing.T) {
-	d := 3 * time.Second
-	if v := os.Getenv(soakDurationVar); v != "" {
-		var err error
-		if d, err = time.ParseDuration(v); err != nil || d <= 0 {
-			t.Fatalf("%s=%q: want a positive duration such as 30s", soakDurationVar, v)
-		}
-	}
+	d := soakDuration(t, 3*time.Second)
 	srv := startOwnRedis(t)
 	c := srv.client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), d+3*time.Minute)

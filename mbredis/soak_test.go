@@ -30,13 +30,7 @@ const soakDurationVar = "MB_SOAK_DURATION"
 // none lost, none applied twice (the inbox drops redeliveries), nothing
 // dead-lettered.
 func TestSoakConsumerChurn(t *testing.T) {
-	d := 2 * time.Second
-	if v := os.Getenv(soakDurationVar); v != "" {
-		var err error
-		if d, err = time.ParseDuration(v); err != nil || d <= 0 {
-			t.Fatalf("%s=%q: want a positive duration such as 30s", soakDurationVar, v)
-		}
-	}
+	d := soakDuration(t, 2*time.Second)
 	c := newClient(t)
 	p := prefix(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), d+2*time.Minute)
@@ -149,6 +143,20 @@ func TestSoakConsumerChurn(t *testing.T) {
 		t.Errorf("dead-letter stream holds %d entries (%v), want none", n, err)
 	}
 	t.Logf("%d events over %v, %d consumer restarts, %d failed handlings retried", published, d, restarts, failures.Load())
+}
+
+// soakDuration returns the duration MB_SOAK_DURATION asks for, or def.
+func soakDuration(t *testing.T, def time.Duration) time.Duration {
+	t.Helper()
+	v := os.Getenv(soakDurationVar)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("%s=%q: want a positive duration such as 30s", soakDurationVar, v)
+	}
+	return d
 }
 
 // newDriverClosed returns a driver from newDriver, closed at the end of
