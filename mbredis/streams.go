@@ -48,7 +48,10 @@ type StreamsOptions struct {
 
 	// Block is the longest one XREADGROUP call waits for new entries
 	// (default [DefaultBlock]). With a *redis.Client, each receiver reads
-	// on a connection of its own, and Close or the cancellation of
+	// on a connection of its own (opened with the client's options, outside
+	// its pool, so that receivers never take connections from acks and
+	// publishes; hooks added to the client do not see these reads), and
+	// Close or the cancellation of
 	// Receive's context ends the wait at once (CLIENT UNBLOCK). With other
 	// clients (cluster, ring), or a server that refuses CLIENT ID, reads
 	// go through the pool and are not interrupted: Block then also bounds
@@ -384,6 +387,7 @@ type streamReceiver struct {
 	// CLIENT ID; noConn says blocking reads use the pool. Guarded by
 	// recvMu. blockedID is connID while a blocking read is in progress,
 	// for unblock.
+	side      *redis.Client // the client conn comes from, opened on first use
 	conn      *redis.Conn
 	connID    int64
 	noConn    bool
@@ -509,7 +513,8 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 }
 
 // readGroup runs one blocking XREADGROUP. On a *redis.Client it runs on
-// the receiver's own connection, whose CLIENT ID lets Close and the
+// the receiver's own connection (from a one-connection client with the
+// same options, outside the caller's pool), whose CLIENT ID lets Close and the
 // cancellation of ctx end the wait at once (CLIENT UNBLOCK from another
 // connection); elsewhere (a cluster or ring client, or a server that
 // refuses CLIENT ID) on the pool, and the wait ends within Block. Called
@@ -547,7 +552,16 @@ func (r *streamReceiver) blockingConn(ctx context.Context) (*redis.Conn, int64) 
 	if !ok || r.noConn {
 		return nil, 0
 	}
-	conn := c.Conn()
+	if r.side == nil {
+		// A client of its own, with the same options but one
+		// connection: a receiver must not hold a connection of the
+		// caller's pool for its lifetime (receivers of many topics would
+		// starve acks and publishes).
+		o := *c.Options()
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 1, 0, 1, 1
+		r.side = redis.NewClient(&o)
+	}
+	conn := r.side.Conn()
 	id, err := conn.ClientID(ctx).Result()
 	if err != nil {
 		_ = conn.Close()
@@ -824,7 +838,12 @@ func (r *streamReceiver) Close() error {
 		r.recvMu.Lock()
 		defer r.recvMu.Unlock()
 		defer r.d.forget(r)
-		defer r.dropConn()
+		defer func() {
+			r.dropConn()
+			if r.side != nil {
+				_ = r.side.Close()
+			}
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
 		r.closeErr = r.releaseAll(ctx)

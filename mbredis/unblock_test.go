@@ -3,6 +3,7 @@ package mbredis_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,83 @@ func TestStreamsCancelWakesBlockedReceive(t *testing.T) {
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Receivers blocked in reads do not hold connections of the client's
+// pool: with more receivers than the pool has connections, publishing and
+// acknowledging still work.
+func TestStreamsReceiversLeaveThePoolFree(t *testing.T) {
+	base := newClient(t)
+	p := prefix(t, base)
+	opts := *base.Options()
+	opts.PoolSize, opts.PoolTimeout = 2, 2*time.Second
+	c := redis.NewClient(&opts)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: p, Block: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	type got struct {
+		r    mbdriver.Receiver
+		msgs []*mbdriver.Message
+		err  error
+	}
+	results := make(chan got, 3)
+	for i := range 3 {
+		topic := fmt.Sprintf("t%d", i)
+		r, err := d.Subscribe(ctx, mbdriver.Subscription{Topic: topic, Group: "g"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			msgs, err := r.Receive(ctx, 10)
+			results <- got{r, msgs, err}
+		}()
+		waitBlockedN(t, ctx, base, i+1)
+	}
+	for i := range 3 {
+		m := &mbdriver.Message{ID: fmt.Sprint(i), Headers: map[string]string{}, Body: []byte("x")}
+		if err := d.Publish(ctx, fmt.Sprintf("t%d", i), []*mbdriver.Message{m}); err != nil {
+			t.Fatalf("Publish with every receiver blocked: %v", err)
+		}
+	}
+	for range 3 {
+		g := <-results
+		if g.err != nil || len(g.msgs) != 1 {
+			t.Fatalf("Receive = %v, %v", g.msgs, g.err)
+		}
+		if err := g.r.Ack(ctx, g.msgs); err != nil {
+			t.Fatalf("Ack: %v", err)
+		}
+	}
+}
+
+// waitBlockedN polls CLIENT LIST until n clients are blocked in
+// XREADGROUP.
+func waitBlockedN(t *testing.T, ctx context.Context, c *redis.Client, n int) {
+	t.Helper()
+	for {
+		list, err := c.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatalf("CLIENT LIST: %v", err)
+		}
+		blocked := 0
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, "cmd=xreadgroup") && strings.Contains(line, "flags=b") {
+				blocked++
+			}
+		}
+		if blocked >= n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d of %d XREADGROUPs blocked", blocked, n)
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
