@@ -4,15 +4,18 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mb-go/mb/internal/testenv"
+	"github.com/mb-go/mb/mbredis"
 )
 
 const envRedisURL = testenv.RedisURLVar
@@ -97,18 +100,38 @@ func newClientNoPing(t testing.TB) *redis.Client {
 	return c
 }
 
-// startHelper re-runs the test binary as a child process with env added to
-// this process's environment (the variables select a helper mode in
-// TestMain or init) and returns it with its standard output. The child is
+// The helper processes of the SIGKILL tests: the test binary re-executed
+// with these variables set, run by TestMain instead of the tests.
+const (
+	helperEnv      = "MBREDIS_TEST_HELPER" // the mode, a key of helperModes
+	helperPrefix   = "MBREDIS_TEST_HELPER_PREFIX"
+	helperTopic    = "MBREDIS_TEST_HELPER_TOPIC"
+	helperGroup    = "MBREDIS_TEST_HELPER_GROUP"
+	helperN        = "MBREDIS_TEST_HELPER_N" // what n means is the mode's
+	helperConsumer = "child"                 // the helper's consumer name
+)
+
+// helperModes are what a helper process can do: each runs as consumer
+// helperConsumer of the group over d until it is killed, and returns only
+// on failure.
+var helperModes = map[string]func(d *mbredis.Streams, topic, group string, n int) error{
+	"receive-no-ack": helperReceiveNoAck, // sigkill_test.go
+	"consume-block":  helperConsumeBlock, // runtime_test.go
+}
+
+// startHelper re-runs the test binary as a helper process in mode, on the
+// keys of prefix, and returns it with its standard output. The child is
 // killed at the end of the test if it is still running.
-func startHelper(t *testing.T, env ...string) (*exec.Cmd, io.Reader) {
+func startHelper(t *testing.T, mode, prefix, topic, group string, n int) (*exec.Cmd, io.Reader) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(os.Environ(),
+		helperEnv+"="+mode, helperPrefix+"="+prefix, helperTopic+"="+topic,
+		helperGroup+"="+group, helperN+"="+strconv.Itoa(n), envRedisURL+"="+redisURL())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -124,4 +147,29 @@ func startHelper(t *testing.T, env ...string) (*exec.Cmd, io.Reader) {
 		}
 	})
 	return cmd, out
+}
+
+// runHelper is the main of a helper process: it runs mode and returns the
+// exit code.
+func runHelper(mode string) int {
+	run := helperModes[mode]
+	if run == nil {
+		fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
+		return 2
+	}
+	n, _ := strconv.Atoi(os.Getenv(helperN))
+	opts, err := redis.ParseURL(redisURL())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	// ClaimMinIdle of an hour: the helper never takes entries over.
+	d, err := mbredis.NewStreams(redis.NewClient(opts), &mbredis.StreamsOptions{
+		KeyPrefix: os.Getenv(helperPrefix), Block: testBlock, ClaimMinIdle: time.Hour,
+	})
+	if err == nil {
+		err = run(d, os.Getenv(helperTopic), os.Getenv(helperGroup), n)
+	}
+	fmt.Fprintf(os.Stderr, "helper %s: %v\n", mode, err)
+	return 2
 }

@@ -8,18 +8,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if helperMain() {
-		return
+	if mode := os.Getenv(helperEnv); mode != "" {
+		// This process is a helper a test started (see startHelper).
+		os.Exit(runHelper(mode))
 	}
 	goleak.VerifyTestMain(m)
-}
-
-// helperMain runs the helper-process mode selected by the environment (see
-// sigkill_test.go) and reports whether it did.
-func helperMain() bool {
-	if os.Getenv(helperEnv) == "" {
-		return false
-	}
-	os.Exit(runHelper())
-	return true
 }

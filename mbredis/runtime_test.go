@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,45 +110,11 @@ func runConsumer(t *testing.T, ctx context.Context, c *mb.Consumer) (stop func()
 	return stop
 }
 
-// The helper process of TestRuntimeSigkill, selected by these variables
-// (checked in init, before TestMain, so that the existing helper modes are
-// left alone).
-const (
-	rtHelperEnv    = "MBREDIS_RUNTIME_HELPER" // "consume-block"
-	rtHelperPrefix = "MBREDIS_RUNTIME_PREFIX"
-	rtHelperGroup  = "MBREDIS_RUNTIME_GROUP"
-	rtHelperBlock  = "MBREDIS_RUNTIME_BLOCK_AT" // block on the n-th handled message
-)
-
-func init() {
-	if os.Getenv(rtHelperEnv) == "" {
-		return
-	}
-	os.Exit(runRuntimeHelper())
-}
-
-// runRuntimeHelper runs an mb.Consumer (one worker) whose handler prints
-// "handled <key>" before returning, and blocks forever on the n-th
-// message, as if stuck handling it, until it is killed.
-func runRuntimeHelper() int {
-	if os.Getenv(rtHelperEnv) != "consume-block" {
-		fmt.Fprintf(os.Stderr, "unknown runtime helper mode %q\n", os.Getenv(rtHelperEnv))
-		return 2
-	}
-	blockAt, _ := strconv.Atoi(os.Getenv(rtHelperBlock))
-	opts, err := redis.ParseURL(redisURL())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	client := redis.NewClient(opts)
-	d, err := mbredis.NewStreams(client, &mbredis.StreamsOptions{
-		KeyPrefix: os.Getenv(rtHelperPrefix), Block: testBlock, ClaimMinIdle: 300 * time.Millisecond,
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+// helperConsumeBlock (helper mode "consume-block") runs an mb.Consumer
+// (one worker) whose handler prints "handled <key>" before returning, and
+// blocks forever on the blockAt-th event, as if stuck handling it, until
+// it is killed.
+func helperConsumeBlock(d *mbredis.Streams, topic, group string, blockAt int) error {
 	bus := mb.New()
 	var mu sync.Mutex
 	handled := 0
@@ -165,16 +130,13 @@ func runRuntimeHelper() int {
 		return nil
 	}, mb.WithName("effect"))
 	c, err := mb.NewConsumer(bus, d, rtRegistry(), &mb.ConsumerOptions{
-		Topic: rtTopic, Group: os.Getenv(rtHelperGroup), Consumer: "child", Concurrency: 1,
+		Topic: topic, Group: group, Consumer: helperConsumer, Concurrency: 1,
 		Start: mbdriver.StartOldest, // the events were published before the group existed
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+		return err
 	}
-	err = c.Run(context.Background())
-	fmt.Fprintf(os.Stderr, "runtime helper: Run returned %v\n", err)
-	return 2
+	return fmt.Errorf("Run returned %w", c.Run(context.Background()))
 }
 
 // TestRuntimeSigkill: a consumer process handling events with one worker
@@ -210,9 +172,7 @@ func TestRuntimeSigkill(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd, out := startHelper(t,
-		rtHelperEnv+"=consume-block", rtHelperPrefix+"="+p,
-		rtHelperGroup+"="+group, rtHelperBlock+"="+strconv.Itoa(blockAt), envRedisURL+"="+redisURL())
+	cmd, out := startHelper(t, "consume-block", p, rtTopic, group, blockAt)
 	// The child prints each key before its handler returns; which of them
 	// it acked is read back from Redis after the kill.
 	var childHandled []string

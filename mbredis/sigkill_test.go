@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,56 +11,26 @@ import (
 
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbredis"
-	"github.com/redis/go-redis/v9"
 )
 
-// The helper process of TestSigkillReclaim: the test binary re-executed
-// with these variables set.
-const (
-	helperEnv      = "MBREDIS_TEST_HELPER" // "receive-no-ack"
-	helperPrefix   = "MBREDIS_TEST_HELPER_PREFIX"
-	helperTopic    = "MBREDIS_TEST_HELPER_TOPIC"
-	helperGroup    = "MBREDIS_TEST_HELPER_GROUP"
-	helperCount    = "MBREDIS_TEST_HELPER_COUNT"
-	helperConsumer = "child"
-)
-
-// runHelper receives MBREDIS_TEST_HELPER_COUNT messages as consumer
-// "child" without acknowledging them, prints "received <n>", and then
-// hangs as if handling them, until it is killed.
-func runHelper() int {
-	if os.Getenv(helperEnv) != "receive-no-ack" {
-		fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", os.Getenv(helperEnv))
-		return 2
-	}
-	n, _ := strconv.Atoi(os.Getenv(helperCount))
-	opts, err := redis.ParseURL(redisURL())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	c := redis.NewClient(opts)
-	d, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: os.Getenv(helperPrefix), Block: 100 * time.Millisecond, ClaimMinIdle: time.Hour})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+// helperReceiveNoAck (helper mode "receive-no-ack") receives n messages
+// without acknowledging them, prints "received <n>", and then hangs as if
+// handling them, until it is killed.
+func helperReceiveNoAck(d *mbredis.Streams, topic, group string, n int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r, err := d.Subscribe(ctx, mbdriver.Subscription{
-		Topic: os.Getenv(helperTopic), Group: os.Getenv(helperGroup), Consumer: helperConsumer,
+		Topic: topic, Group: group, Consumer: helperConsumer,
 		Start: mbdriver.StartOldest, // the messages were published before the group existed
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+		return err
 	}
 	got := 0
 	for got < n {
 		msgs, err := r.Receive(ctx, n-got)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 2
+			return err
 		}
 		got += len(msgs)
 	}
@@ -97,9 +65,7 @@ func TestSigkillReclaim(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd, out := startHelper(t,
-		helperEnv+"=receive-no-ack", helperPrefix+"="+p, helperTopic+"="+topic,
-		helperGroup+"="+group, helperCount+"="+strconv.Itoa(n), envRedisURL+"="+redisURL())
+	cmd, out := startHelper(t, "receive-no-ack", p, topic, group, n)
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != fmt.Sprintf("received %d", n) {
 		t.Fatalf("helper said %q, %v", line, err)
