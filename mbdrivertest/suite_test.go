@@ -17,15 +17,6 @@ import (
 	"github.com/mb-go/mb/mbmem"
 )
 
-// The in-memory transport passes (it also runs the suite in its own tests).
-func TestMem(t *testing.T) {
-	broker := mbmem.New(nil)
-	mbdrivertest.Run(t, mbdrivertest.Harness{
-		Open:   func(*testing.T) mbdriver.Driver { return broker.Connect() },
-		Prefix: "mem-",
-	})
-}
-
 // An at-most-once driver without groups (like Redis Pub/Sub) passes the
 // subtests for its capabilities, FanOut included.
 func TestAtMostOnce(t *testing.T) {
