@@ -67,7 +67,7 @@ func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 			return f, nil
 		}
 	}
-	f := b.newFrame(ctx, e)
+	f := newFrame(ctx, e)
 	if err := f.begin(); err != nil {
 		return nil, err
 	}
@@ -207,7 +207,7 @@ func Query[R, Q any](ctx context.Context, bus *Bus, q Q) (R, error) {
 			return zero, err
 		}
 	}
-	f := bus.newFrame(ctx, e)
+	f := newFrame(ctx, e)
 	if fast {
 		return callTyped(f, fn, q)
 	}
@@ -234,7 +234,7 @@ func Stream[T, Q any](ctx context.Context, bus *Bus, q Q) iter.Seq2[T, error] {
 			yield(zero, err)
 			return
 		}
-		f := bus.newFrame(ctx, e)
+		f := newFrame(ctx, e)
 		var seq iter.Seq2[T, error]
 		if fn, ok := e.fn.(func(context.Context, Q) iter.Seq2[T, error]); ok && e.direct {
 			seq, err = callStream(f, fn, q)

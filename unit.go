@@ -111,13 +111,6 @@ func (f *frame) initExt(x *frameExt) *frameExt {
 	return x
 }
 
-// eagerExt reports whether a frame of handler e will need its extension at
-// once: middleware reads the message, a transaction lives in the unit.
-// Such frames are allocated together with it (unitFrame, queryFrame).
-func (b *Bus) eagerExt(e *entry) bool {
-	return !e.direct || (e.kind != KindQuery && e.kind != KindStream && b.opts.Transactor != nil)
-}
-
 // unitFrame is a frame and the extension with its unit, in one
 // allocation.
 type unitFrame struct {
@@ -133,9 +126,9 @@ type queryFrame struct {
 }
 
 // newFrame returns a frame for handler e with ctx, allocated with its
-// extension when eagerExt says it will need one.
-func (b *Bus) newFrame(ctx context.Context, e *entry) *frame {
-	if !b.eagerExt(e) {
+// extension when e.eagerExt says it will need one.
+func newFrame(ctx context.Context, e *entry) *frame {
+	if !e.eagerExt {
 		return &frame{Context: ctx, e: e}
 	}
 	if e.kind == KindQuery || e.kind == KindStream {
