@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -162,12 +163,11 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 		corr = id
 	}
 	// One time, formatted once, and one block of messages for the whole
-	// call; a topic index only when there are many topics.
+	// call.
 	now := time.Now().UTC()
 	ts := now.Format(time.RFC3339Nano)
 	slab := make([]mbdriver.Message, len(events))
-	var topics []*topicBatch
-	var byTopic map[string]*topicBatch
+	var topics []*topicBatch // a call has few topics: a list does
 	var env Envelope
 	for i, ev := range events {
 		env = Envelope{ID: NewID(), Source: p.source, Time: now, CorrelationID: corr, CausationID: cause}
@@ -177,46 +177,31 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 		if err := p.reg.encode(&env, ev, p.codec, &env); err != nil {
 			return fmt.Errorf("mb: Publish: event %d (%T): %w", i, ev, err)
 		}
+		hts := ts
 		if p.onPublish != nil {
-			if err := p.hook(ctx, &env); err != nil {
+			e := new(Envelope) // the hook's copy: env itself stays on the stack
+			*e = env
+			if err := p.hook(ctx, e); err != nil {
 				return fmt.Errorf("mb: Publish: event %d (%T): after PublisherOptions.OnPublish: %w", i, ev, err)
+			}
+			env = *e
+			if !env.Time.Equal(now) { // the hook moved it
+				hts = ""
+				if !env.Time.IsZero() {
+					hts = env.Time.Format(time.RFC3339Nano)
+				}
 			}
 		}
 		topic := p.route(env.Type)
 		if topic == "" {
 			return fmt.Errorf("%w: Publish: the Router maps %q to an empty topic", ErrInvalidArgument, env.Type)
 		}
-		var b *topicBatch
-		if byTopic != nil {
-			b = byTopic[topic]
-		} else {
-			for _, t := range topics {
-				if t.topic == topic {
-					b = t
-					break
-				}
-			}
+		j := slices.IndexFunc(topics, func(b *topicBatch) bool { return b.topic == topic })
+		if j < 0 {
+			j = len(topics)
+			topics = append(topics, &topicBatch{topic: topic})
 		}
-		if b == nil {
-			b = &topicBatch{topic: topic}
-			topics = append(topics, b)
-			if byTopic != nil || len(topics) > 8 {
-				if byTopic == nil {
-					byTopic = make(map[string]*topicBatch, 2*len(topics))
-					for _, t := range topics {
-						byTopic[t.topic] = t
-					}
-				}
-				byTopic[topic] = b
-			}
-		}
-		hts := ts
-		if !env.Time.Equal(now) { // changed by OnPublish
-			hts = ""
-			if !env.Time.IsZero() {
-				hts = env.Time.Format(time.RFC3339Nano)
-			}
-		}
+		b := topics[j]
 		m := &slab[i]
 		*m = mbdriver.Message{ID: env.ID, Headers: env.headers(hts), Body: env.Data, PartitionKey: env.PartitionKey}
 		b.msgs = append(b.msgs, m)
