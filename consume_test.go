@@ -15,6 +15,7 @@ import (
 	"github.com/mb-go/mb"
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbmem"
+	"github.com/mb-go/mb/mbtest"
 )
 
 // Message types of the consumer tests.
@@ -93,30 +94,6 @@ func (l *errLog) handle(_ context.Context, err error) {
 	l.mu.Lock()
 	l.errs = append(l.errs, err)
 	l.mu.Unlock()
-}
-
-// runConsumer starts c.Run and returns a func that cancels it and returns
-// Run's error, waiting at most 10s.
-func runConsumer(t *testing.T, c *mb.Consumer) (stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("Run did not return within 10s of cancel")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
 }
 
 // eventually waits up to 10s for cond.
@@ -222,7 +199,7 @@ func TestConsumerRoundTripKeepsMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topics: []string{"cx.order.placed", "cx.order.billed"}, Group: cxGroup})
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 
 	p := recv(t, placed)
 	wire := rp.get("cx.order.placed")
@@ -291,7 +268,7 @@ func TestConsumerStartOldestHandlesEarlierEvents(t *testing.T) {
 		return nil
 	})
 	opts := mb.ConsumerOptions{Topic: topic, Group: cxGroup, Start: mbdriver.StartOldest, Concurrency: 1}
-	stop := runConsumer(t, newCx(t, bus, tr, reg, opts))
+	stop := mbtest.RunConsumer(t, context.Background(), newCx(t, bus, tr, reg, opts))
 	for _, want := range early {
 		if got := recv(t, handled); got != want {
 			t.Fatalf("handled %q, want %q: the events published before the consumer first ran, in order", got, want)
@@ -307,7 +284,7 @@ func TestConsumerStartOldestHandlesEarlierEvents(t *testing.T) {
 		t.Fatalf("Run = %v, want nil after cancel", err)
 	}
 
-	stop = runConsumer(t, newCx(t, bus, tr, reg, opts))
+	stop = mbtest.RunConsumer(t, context.Background(), newCx(t, bus, tr, reg, opts))
 	publish("after restart")
 	if got := recv(t, handled); got != "after restart" {
 		t.Fatalf("after the restart handled %q, want \"after restart\": an existing group must not start over", got)
@@ -354,7 +331,7 @@ func TestConsumerDeadLettersUndecodableAtOnce(t *testing.T) {
 	good("after")
 
 	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, DeadLetter: tr, Concurrency: 1})
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	if a, b := recv(t, got), recv(t, got); a != "before" || b != "after" {
 		t.Errorf("handled %q, %q; want before, after", a, b)
 	}
@@ -426,7 +403,7 @@ func TestConsumerDeadLettersAfterMaxAttempts(t *testing.T) {
 				Topic: topic, Group: cxGroup, DeadLetter: tr, MaxAttempts: 3,
 				Backoff: mb.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, ErrorHandler: log.handle,
 			})
-			stop := runConsumer(t, c)
+			stop := mbtest.RunConsumer(t, context.Background(), c)
 			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			msgs, err := dlq.Receive(rctx, 10)
@@ -471,7 +448,7 @@ func TestConsumerWithoutDeadLetterNacks(t *testing.T) {
 	}
 	var buf syncBuffer
 	c := newCx(t, mb.New(), tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	eventually(t, "loud log", func() bool { return strings.Contains(buf.String(), "no DeadLetter publisher") })
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -505,7 +482,7 @@ func TestConsumerInboxRerunsOnlyFailedHandlers(t *testing.T) {
 		Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(inbox),
 		Backoff: mb.Backoff{Min: time.Millisecond, Max: time.Millisecond},
 	})
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	eventually(t, "ack", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -540,7 +517,7 @@ func TestConsumerInboxDuplicateHasOneEffect(t *testing.T) {
 	}
 	inbox := &mbmem.Inbox{}
 	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(inbox), Concurrency: 2})
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	eventually(t, "both acked", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -606,7 +583,7 @@ func TestConsumerKeepsPerKeyOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Concurrency: 4, BatchSize: 16})
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	for range keys * perKey {
 		recv(t, done)
 	}
@@ -677,7 +654,7 @@ func TestConsumerDrainTimeoutAbandons(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, DrainTimeout: 20 * time.Millisecond})
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	recv(t, started)
 	err := stop()
 	if err == nil || !strings.Contains(err.Error(), "1 message(s) abandoned") {
@@ -801,7 +778,7 @@ func TestConsumerCodecsByContentType(t *testing.T) {
 		Topic: topic, Group: cxGroup, Concurrency: 1, DeadLetter: tr, ErrorHandler: func(context.Context, error) {},
 		Codecs: []mb.Codec{tagCodec{"application/x-tag; v=1"}},
 	})
-	runConsumer(t, c)
+	mbtest.RunConsumer(t, context.Background(), c)
 	got := []string{recv(t, handled), recv(t, handled)}
 	if got[0] != "application/json" || got[1] != "application/x-tag" {
 		t.Errorf("handled %q, want the JSON and the x-tag message", got)
@@ -854,7 +831,7 @@ func TestConsumerReportsFailedAcks(t *testing.T) {
 	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "1"}); err != nil {
 		t.Fatal(err)
 	}
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	if got := recv(t, handled); got != "1" {
 		t.Fatalf("handled %q", got)
 	}
@@ -905,7 +882,7 @@ func TestConsumerPartitionKeyHeaderAnyCase(t *testing.T) {
 	if err := tr.Publish(context.Background(), topic, msgs); err != nil {
 		t.Fatal(err)
 	}
-	runConsumer(t, c)
+	mbtest.RunConsumer(t, context.Background(), c)
 	recv(t, done)
 	mu.Lock()
 	defer mu.Unlock()
@@ -967,7 +944,7 @@ func TestConsumerInboxInFlightHandlingThatFails(t *testing.T) {
 	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "1"}); err != nil {
 		t.Fatal(err)
 	}
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	select {
 	case <-secondClaim:
 	case <-time.After(10 * time.Second):

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mb-go/mb"
+	"github.com/mb-go/mb/mbtest"
 )
 
 // A stand-in for a tracing integration: the "trace" travels in ctx on both
@@ -87,7 +88,7 @@ func TestTraceHooksCarryContextAcross(t *testing.T) {
 	if err := pub.Publish(withTrace(context.Background(), traceB), CxOrderPlaced{Order: "2"}); err != nil {
 		t.Fatal(err)
 	}
-	stop := runConsumer(t, c)
+	stop := mbtest.RunConsumer(t, context.Background(), c)
 	eventually(t, "both orders handled, order 2 twice", func() bool {
 		mu2.Lock()
 		defer mu2.Unlock()
@@ -184,7 +185,7 @@ func TestReceiveHookMisuse(t *testing.T) {
 			if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "7"}); err != nil {
 				t.Fatal(err)
 			}
-			stop := runConsumer(t, c)
+			stop := mbtest.RunConsumer(t, context.Background(), c)
 			if got := recv(t, handled); got != "7" {
 				t.Fatalf("handled %q", got)
 			}

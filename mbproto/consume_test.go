@@ -13,6 +13,7 @@ import (
 	"github.com/mb-go/mb/mbmem"
 	"github.com/mb-go/mb/mbproto"
 	"github.com/mb-go/mb/mbproto/internal/testpb"
+	"github.com/mb-go/mb/mbtest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -103,15 +104,7 @@ func TestPublishConsume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+	mbtest.RunConsumer(t, ctx, c) // stopped, and Run's error checked, at the end
 
 	for i, want := range sent {
 		select {
@@ -204,9 +197,7 @@ func TestConsumeDuringMigrationFromJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(runCtx) }()
+	stop := mbtest.RunConsumer(t, ctx, c)
 	for _, want := range []string{"application/json", "application/protobuf"} {
 		select {
 		case e := <-handled:
@@ -217,8 +208,7 @@ func TestConsumeDuringMigrationFromJSON(t *testing.T) {
 			t.Fatalf("order %q not handled", want)
 		}
 	}
-	stop()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run = %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbmem"
 	"github.com/mb-go/mb/mbredis"
+	"github.com/mb-go/mb/mbtest"
 )
 
 // While a producer and two consumers of one group run, a Redis server of
@@ -64,7 +65,7 @@ func TestSoakRedisRestarts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stop := runConsumer(t, ctx, cons)
+		stop := mbtest.RunConsumer(t, ctx, cons)
 		defer func() {
 			if err := stop(); err != nil {
 				t.Errorf("consumer %d: Run = %v", i, err)

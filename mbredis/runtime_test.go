@@ -22,6 +22,7 @@ import (
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbmem"
 	"github.com/mb-go/mb/mbredis"
+	"github.com/mb-go/mb/mbtest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -84,30 +85,6 @@ func waitUntil(t *testing.T, ctx context.Context, what func() string, cond func(
 		case <-tick.C:
 		}
 	}
-}
-
-// runConsumer starts c.Run in a goroutine and returns a function that
-// stops it and returns Run's error.
-func runConsumer(t *testing.T, ctx context.Context, c *mb.Consumer) (stop func() error) {
-	t.Helper()
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(rctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(30 * time.Second):
-				err = errors.New("Consumer.Run did not return within 30s of cancel")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
 }
 
 // helperConsumeBlock (helper mode "consume-block") runs an mb.Consumer
@@ -272,7 +249,7 @@ func TestRuntimeSigkill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := runConsumer(t, ctx, cons)
+	stop := mbtest.RunConsumer(t, ctx, cons)
 	missing := func() []string {
 		got := eff.snapshot()
 		var miss []string
@@ -380,7 +357,7 @@ func TestRuntimePoison(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := runConsumer(t, ctx, cons)
+	stop := mbtest.RunConsumer(t, ctx, cons)
 	dlq := p + rtTopic + ".dlq"
 	waitUntil(t, ctx, func() string { return "two dead letters" }, func() bool {
 		n, err := c.XLen(ctx, dlq).Result()
@@ -517,7 +494,7 @@ func TestRuntimeRedisRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopCons := runConsumer(t, ctx, cons)
+	stopCons := mbtest.RunConsumer(t, ctx, cons)
 
 	var (
 		mu        sync.Mutex

@@ -15,6 +15,7 @@ import (
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbmem"
 	"github.com/mb-go/mb/mbredis"
+	"github.com/mb-go/mb/mbtest"
 )
 
 // soakDurationVar sets how long TestSoakConsumerChurn publishes; 2s by
@@ -83,7 +84,7 @@ func TestSoakConsumerChurn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stop := runConsumer(t, ctx, cons)
+		stop := mbtest.RunConsumer(t, ctx, cons)
 		return instance{drv: drv, stop: stop}
 	}
 	var mu sync.Mutex

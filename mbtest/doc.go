@@ -28,6 +28,11 @@
 // built elsewhere, pass the method value rec.ErrorHandler as its
 // ErrorHandler and attach rec with [Recorder.Attach].
 //
+// # Consumers
+//
+// [RunConsumer] runs an [mb.Consumer] for the length of a test and returns
+// the function that stops it (draining it) and gives Run's error.
+//
 // # Transactions
 //
 // [Transactor] is an in-memory [mb.Transactor] that records begin, commit,
