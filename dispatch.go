@@ -145,7 +145,7 @@ func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord
 		}
 		var evs []*eventRecord
 		var hooks []hook
-		if evs, hooks, err = f.endUnit(err); err == nil {
+		if evs, hooks, err = f.endUnit(f.x.Load(), err); err == nil {
 			if len(hooks) > 0 {
 				b.runAfter(ctx, hooks)
 			}

@@ -239,7 +239,7 @@ func attempt(ctx context.Context, msg *Message, next Handler) (out any, err erro
 		if p := recover(); p != nil {
 			err = newPanicError(p)
 		}
-		err = f.finishNested(err)
+		err = f.finishNested(f.x.Load(), err)
 		if err != nil {
 			out = nil
 		}

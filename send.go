@@ -75,10 +75,11 @@ func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 }
 
 func (f *frame) finish(err error) error {
-	if x := f.x.Load(); x != nil && x.parent != nil {
-		return f.finishNested(err)
+	x := f.x.Load()
+	if x != nil && x.parent != nil {
+		return f.finishNested(x, err)
 	}
-	return f.finishRoot(err)
+	return f.finishRoot(x, err)
 }
 
 func callTyped[M, R any](ctx context.Context, fn func(context.Context, M) (R, error), m M) (r R, err error) {

@@ -264,9 +264,9 @@ func nest(ctx context.Context, outer *frame, e *entry) (*frame, bool, error) {
 
 // finishNested ends a nested frame: on error its events and hooks are
 // discarded and its savepoint rolled back; on success the savepoint is
-// released. It returns err, joined with any savepoint error.
-func (f *frame) finishNested(err error) error {
-	x := f.x.Load()
+// released. x is f's extension. It returns err, joined with any savepoint
+// error.
+func (f *frame) finishNested(x *frameExt, err error) error {
 	u := x.unit
 	if x.sp != "" {
 		sp := u.tx.(Savepointer)
@@ -356,9 +356,9 @@ func callHook(ctx context.Context, fn func(context.Context) error) (err error) {
 // endUnit ends the unit rooted at f after its handler returned err: on
 // success it prepares and commits and returns what the unit recorded; on
 // failure it rolls back and returns the handler's error (or the first
-// failure of prepare or commit, joined with a rollback error if any).
-func (f *frame) endUnit(err error) ([]*eventRecord, []hook, error) {
-	x := f.x.Load()
+// failure of prepare or commit, joined with a rollback error if any). x
+// is f's extension as the caller loaded it, nil if there was none yet.
+func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) {
 	if x == nil {
 		// The handler recorded nothing and there is no transaction: the
 		// common case costs two atomic operations. A goroutine of the
@@ -406,8 +406,8 @@ func (f *frame) endUnit(err error) ([]*eventRecord, []hook, error) {
 // finishRoot ends the unit of a command sent from outside any handler and
 // then dispatches its events and runs its after-commit hooks. Event handler
 // errors go to the bus's error handler, not to the caller.
-func (f *frame) finishRoot(err error) error {
-	evs, hooks, err := f.endUnit(err)
+func (f *frame) finishRoot(x *frameExt, err error) error {
+	evs, hooks, err := f.endUnit(x, err)
 	if err != nil {
 		return err
 	}
