@@ -87,6 +87,13 @@ type Capabilities struct {
 	// driver documents). Without it, Subscribe with StartOldest returns an
 	// error wrapping [errors.ErrUnsupported].
 	Replay bool
+	// Extend: the broker takes back a message that a receiver holds
+	// unacknowledged for too long (a visibility timeout, a claim timeout,
+	// a lock) and gives it to another consumer, and the driver's Receivers
+	// implement [Extender] so that a consumer can keep holding the
+	// messages it is still handling. The consumer runtime of package mb
+	// drives it for every driver that declares it.
+	Extend bool
 }
 
 // Publisher sends messages to topics.
@@ -194,6 +201,29 @@ type Receiver interface {
 	// redelivered later by persistent drivers; ack before closing. Close
 	// is idempotent.
 	Close() error
+}
+
+// Extender is implemented by the Receivers of drivers that declare
+// Capabilities.Extend. A consumer calls Extend about every ExtendInterval
+// for the messages it has received and not yet acked or nacked (those
+// being handled and those waiting for a worker), so that the broker does
+// not hand them to another consumer while a slow handler runs, and
+// stops when it settles them.
+type Extender interface {
+	// ExtendInterval is how often Extend must be called for a held
+	// message to stay held: well under the broker's timeout (a third of
+	// it, say), so that one late call does not lose the message. It is
+	// constant for the life of the receiver.
+	ExtendInterval() time.Duration
+	// Extend restarts the broker's timeout of msgs, which this receiver
+	// returned and which are not acked or nacked yet. Extending a message
+	// does not count as a delivery: Message.Attempt of a later delivery is
+	// not raised by it. A message the broker has already given to another
+	// consumer, or that was acked meanwhile, is skipped without error: an
+	// extension is best effort, and an inbox covers the rare double
+	// handling. Extend may be called concurrently with Receive, Ack and
+	// Nack; after Close it returns ErrClosed.
+	Extend(ctx context.Context, msgs []*Message) error
 }
 
 // Driver is a transport: a publisher and a subscriber over one broker
