@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultMaxCascadeDepth is the cascade depth limit used when
@@ -47,12 +48,24 @@ type Options struct {
 	// Zero or one runs them one after another in registration order.
 	// Events themselves are always dispatched one after another.
 	EventConcurrency int
+
+	// EventTimeout, if positive, bounds the unit of work of each event
+	// handler (its transaction, middleware, handler and commit): its
+	// context is cancelled after EventTimeout, and the handler's error
+	// goes to ErrorHandler. Zero means no bound. Committed events are
+	// dispatched with a context that keeps the values of the caller's
+	// context but not its cancellation or deadline (see [Send]), so this
+	// is how a program bounds the time its event handlers may take.
+	EventTimeout time.Duration
 }
 
 func (o *Options) validate() error {
 	var errs []error
 	if o.MaxCascadeDepth < 0 {
 		errs = append(errs, fmt.Errorf("mb: Options.MaxCascadeDepth is %d; use 0 for the default (%d) or a positive depth", o.MaxCascadeDepth, DefaultMaxCascadeDepth))
+	}
+	if o.EventTimeout < 0 {
+		errs = append(errs, fmt.Errorf("mb: Options.EventTimeout is %v; use 0 for no bound or a positive duration", o.EventTimeout))
 	}
 	if o.EventConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("mb: Options.EventConcurrency is %d; use 0 or 1 for sequential handlers or a positive limit", o.EventConcurrency))

@@ -129,6 +129,11 @@ type guardFunc func(ctx context.Context, handler string) (bool, error)
 // events it emitted, or its failure as a *HandlerError. guard, if not nil,
 // may skip the handler.
 func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord, guard guardFunc) ([]*eventRecord, error) {
+	if d := b.opts.EventTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	f.Context, f.e, f.rec = ctx, h, rec
 	err := f.begin()
 	if err == nil {

@@ -76,6 +76,11 @@
 // events are dispatched once, after the outermost unit commits, in the order
 // they were first emitted.
 //
+// Once the outermost unit has committed, its events are dispatched whatever
+// happens to the caller's context afterwards: handlers get a context that
+// keeps its values but not its cancellation or deadline.
+// [Options.EventTimeout] bounds each event handler instead.
+//
 // Events are dispatched first-in first-out. Each event handler runs in its
 // own unit of work (its own transaction), so the events it emits join the
 // end of the queue: cascades are breadth-first. A cascade deeper than

@@ -118,7 +118,11 @@ func resultAs[R any](e *entry, out any) (R, error) {
 // Outside any handler, Send opens a unit of work (and a transaction when
 // the bus has a [Transactor]); when the handler returns without error the
 // unit prepares, commits and then dispatches the events the handler emitted,
-// before Send returns. If the handler fails or panics, the unit rolls back,
+// before Send returns. Once the unit has committed, its events and
+// after-commit hooks run with a context that keeps ctx's values but not its
+// cancellation or deadline, so that a caller that goes away (an HTTP client
+// disconnecting) never drops committed events; bound them with
+// [Options.EventTimeout]. If the handler fails or panics, the unit rolls back,
 // its events are discarded and Send returns the handler's error (a panic
 // becomes an error wrapping ErrPanic).
 //
@@ -320,7 +324,9 @@ func Emit(ctx context.Context, events ...any) error {
 // Publish dispatches events to their handlers. Inside a command or event
 // handler of bus, it is [Emit]: the events wait for the unit of work to
 // commit. Elsewhere it dispatches them at once, in order, each handler in its
-// own unit of work, cascades included, and returns when all are handled.
+// own unit of work, cascades included, and returns when all are handled; as
+// after a commit, the handlers' context keeps ctx's values but not its
+// cancellation or deadline ([Options.EventTimeout] bounds each handler).
 // Handler errors go to [Options.ErrorHandler], never to the caller; Publish
 // returns an error only for invalid arguments (ErrInvalidArgument,
 // ErrInvalidMessage), in which case nothing is dispatched.
@@ -353,6 +359,6 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 			recs[i].meta.inherit(ctx, nil)
 		}
 	}
-	bus.dispatch(ctx, nil, recs, nil)
+	bus.dispatch(context.WithoutCancel(ctx), nil, recs, nil)
 	return nil
 }

@@ -411,11 +411,16 @@ func (f *frame) finishRoot(x *frameExt, err error) error {
 	if err != nil {
 		return err
 	}
-	if len(evs) > 0 {
-		f.bus().dispatch(f.Context, evs, nil, nil)
-	}
-	if len(hooks) > 0 {
-		f.bus().runAfter(f.Context, hooks)
+	if len(evs) > 0 || len(hooks) > 0 {
+		// Committed: what follows must happen whatever becomes of the
+		// caller's context.
+		ctx := context.WithoutCancel(f.Context)
+		if len(evs) > 0 {
+			f.bus().dispatch(ctx, evs, nil, nil)
+		}
+		if len(hooks) > 0 {
+			f.bus().runAfter(ctx, hooks)
+		}
 	}
 	return nil
 }
