@@ -202,7 +202,7 @@ type ConsumerOptions struct {
 //
 // Retries use the broker when the driver declares Redelivery (Nack with
 // the backoff delay; the attempt is the broker's count, msg.Attempt, or
-// counted in memory per message id when the broker does not count), and
+// counted in memory per message, by source and id, when the broker does not count), and
 // happen in process otherwise. Without an Inbox, a retry runs every
 // handler of the message again, including those that succeeded before.
 //
@@ -220,7 +220,7 @@ type Consumer struct {
 	started   atomic.Bool
 
 	mu       sync.Mutex
-	failures map[string]*failState // by message id
+	failures map[string]*failState // by message source and id
 }
 
 type failState struct {
@@ -624,12 +624,12 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 		c.deadLetter(ctx, d, err, 1, now, now)
 		return true
 	}
-	in := incoming{id: env.ID, correlation: env.CorrelationID, causation: env.CausationID}
+	in := incoming{id: env.ID, correlation: env.CorrelationID, causation: env.CausationID, source: env.Source, extensions: env.Extensions}
 	var guard guardFunc
 	if c.o.Inbox != nil {
-		group, inbox, id := c.o.Group, c.o.Inbox, env.ID
+		group, inbox, id, src := c.o.Group, c.o.Inbox, env.ID, env.Source
 		guard = func(ctx context.Context, handler string) (bool, error) {
-			return inbox.Claim(ctx, InboxKey{Group: group, Handler: handler, MessageID: id})
+			return inbox.Claim(ctx, InboxKey{Group: group, Handler: handler, Source: src, MessageID: id})
 		}
 	}
 	hctx, done := ctx, func(error) {}
@@ -639,10 +639,11 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 		hctx, done = c.receiveHook(ctx, e)
 	}
 	redeliver := c.caps.Redelivery && !c.caps.AtMostOnce
+	fkey := env.Source + "\x00" + env.ID // ids are unique per source
 	for k := 1; ; k++ {
 		errs := c.bus.dispatchIncoming(hctx, v, in, guard)
 		if len(errs) == 0 {
-			c.forget(env.ID)
+			c.forget(fkey)
 			c.ack(ctx, d)
 			done(nil)
 			return true
@@ -659,13 +660,13 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 			}
 			continue
 		}
-		st := c.fail(env.ID)
+		st := c.fail(fkey)
 		attempt := st.count
 		if m.Attempt > 0 {
 			attempt = m.Attempt + k - 1
 		}
 		if attempt >= c.o.MaxAttempts {
-			c.forget(env.ID)
+			c.forget(fkey)
 			c.deadLetter(ctx, d, fmt.Errorf("mb: consumer: %s %q from %q failed %d times: %w", env.Type, env.ID, d.sourceTopic(), attempt, herr), attempt, st.first, st.last)
 			done(herr)
 			return true
@@ -754,12 +755,13 @@ func (c *Consumer) codecFor(ct string) Codec {
 	return c.o.Codec
 }
 
-// fail records a failed handling of message id and returns its record.
-func (c *Consumer) fail(id string) failState {
+// fail records a failed handling of the message with key (source and id)
+// and returns its record.
+func (c *Consumer) fail(key string) failState {
 	now := time.Now().UTC()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.failures[id]
+	st := c.failures[key]
 	if st == nil {
 		if len(c.failures) >= maxTracked {
 			for k := range c.failures { // evict one, arbitrarily
@@ -768,16 +770,16 @@ func (c *Consumer) fail(id string) failState {
 			}
 		}
 		st = &failState{first: now}
-		c.failures[id] = st
+		c.failures[key] = st
 	}
 	st.count++
 	st.last = now
 	return *st
 }
 
-func (c *Consumer) forget(id string) {
+func (c *Consumer) forget(key string) {
 	c.mu.Lock()
-	delete(c.failures, id)
+	delete(c.failures, key)
 	c.mu.Unlock()
 }
 

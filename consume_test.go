@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -525,7 +526,7 @@ func TestConsumerInboxDuplicateHasOneEffect(t *testing.T) {
 	if n := effects.Load(); n != 1 {
 		t.Errorf("%d effects, want 1", n)
 	}
-	key := mb.InboxKey{Group: cxGroup, Handler: "effect", MessageID: rp.get(topic)[0].ID}
+	key := mb.InboxKey{Group: cxGroup, Handler: "effect", Source: "/test", MessageID: rp.get(topic)[0].ID}
 	if !inbox.Seen(key.String()) {
 		t.Errorf("inbox has not seen %q", key)
 	}
@@ -956,5 +957,52 @@ func TestConsumerInboxInFlightHandlingThatFails(t *testing.T) {
 	}
 	if n := effects.Load(); n != 1 {
 		t.Errorf("%d effects, want 1", n)
+	}
+}
+
+// CloudEvents ids are unique per source only: an event of another producer
+// that reuses an id is a different event, and the inbox must not take it
+// for a redelivery.
+func TestConsumerInboxTellsSourcesApart(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr, reg := cxBroker(t, topic)
+	bus := mb.New()
+	var mu sync.Mutex
+	var got []string
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		md, _ := mb.MetadataFrom(ctx)
+		mu.Lock()
+		got = append(got, e.Order+"@"+md.Source)
+		mu.Unlock()
+		return nil
+	}, mb.WithName("effect"))
+	rp := &recordingPublisher{Publisher: tr}
+	pub, _ := mb.NewPublisher(rp, reg, nil)
+	ctx := context.Background()
+	if err := pub.Publish(ctx, CxOrderPlaced{Order: "o1"}); err != nil {
+		t.Fatal(err)
+	}
+	// Another producer's event with the same id.
+	first := rp.get(topic)[0]
+	other := &mbdriver.Message{ID: first.ID, Headers: maps.Clone(first.Headers), Body: []byte(`{"Order":"o2"}`)}
+	other.Headers["ce-source"] = "/elsewhere"
+	if err := tr.Publish(ctx, topic, []*mbdriver.Message{other}); err != nil {
+		t.Fatal(err)
+	}
+	inbox := &mbmem.Inbox{}
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(inbox), Concurrency: 1})
+	stop := mbtest.RunConsumer(t, context.Background(), c)
+	eventually(t, "both acked", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	wantSeq(t, got, []string{"o1@/test", "o2@/elsewhere"})
+	for _, src := range []string{"/test", "/elsewhere"} {
+		key := mb.InboxKey{Group: cxGroup, Handler: "effect", Source: src, MessageID: first.ID}
+		if !inbox.Seen(key.String()) {
+			t.Errorf("inbox has not seen %q", key)
+		}
 	}
 }

@@ -174,7 +174,8 @@ func callGuard(ctx context.Context, g guardFunc, handler string) (ok bool, err e
 
 // incoming is the identity of an event that arrived from a transport.
 type incoming struct {
-	id, correlation, causation string
+	id, correlation, causation, source string
+	extensions                         map[string]string
 }
 
 // incomingRoot controls the handling of an event that arrived from a
@@ -203,7 +204,7 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 		return []error{et.info.err}
 	}
 	rec := &eventRecord{value: v, et: et, reg: reg}
-	rec.meta.id, rec.meta.corr, rec.meta.causeID = in.id, in.correlation, in.causation
+	rec.meta.id, rec.meta.corr, rec.meta.causeID, rec.meta.wire = in.id, in.correlation, in.causation, &in
 	root := &incomingRoot{guard: guard}
 	b.dispatch(ctx, []*eventRecord{rec}, nil, root)
 	return root.errs

@@ -6,8 +6,8 @@ import (
 	"fmt"
 )
 
-// InboxKey identifies one handling of one message by one handler of one
-// consumer group. An [Inbox] records it so that a redelivered message has
+// InboxKey identifies one handling of one message (by its source and id) by
+// one handler of one consumer group. An [Inbox] records it so that a redelivered message has
 // no second effect.
 type InboxKey struct {
 	// Group is the consumer group ([ConsumerOptions.Group]).
@@ -17,15 +17,20 @@ type InboxKey struct {
 	// with WithName: a function name changes when code is refactored, and
 	// closures get generated names.
 	Handler string
+	// Source is the message's CloudEvents source. CloudEvents makes an id
+	// unique per source only, so two producers may send different events
+	// with the same id: the key tells them apart.
+	Source string
 	// MessageID is the message's CloudEvents id.
 	MessageID string
 }
 
 // String returns the key as one string, for stores keyed by a single
-// string: the three fields joined by NUL bytes, which none of them can
-// contain in practice.
+// string: Group, Handler, Source and MessageID joined by NUL bytes, which
+// none of them contains (envelope attributes cannot hold control
+// characters).
 func (k InboxKey) String() string {
-	return k.Group + "\x00" + k.Handler + "\x00" + k.MessageID
+	return k.Group + "\x00" + k.Handler + "\x00" + k.Source + "\x00" + k.MessageID
 }
 
 // Inbox remembers which handlings have already taken effect. The [Consumer]

@@ -2,6 +2,7 @@ package mb
 
 import (
 	"context"
+	"maps"
 	"reflect"
 	"sync"
 )
@@ -74,6 +75,8 @@ func (m *Message) Metadata() Metadata {
 		ID:            m.meta.ID(),
 		CorrelationID: m.meta.correlation(),
 		CausationID:   m.meta.causation(),
+		Source:        m.meta.source(),
+		Extensions:    m.meta.extensions(),
 	}
 }
 
@@ -85,6 +88,15 @@ type Metadata struct {
 	ID            string
 	CorrelationID string
 	CausationID   string
+	// Source is the CloudEvents source of an event that arrived from
+	// another process through a [Consumer]; "" for messages sent or
+	// emitted in this process. Together with ID it identifies the event.
+	Source string
+	// Extensions holds the CloudEvents extension attributes an event
+	// arrived with through a [Consumer] (those without a field of their
+	// own in [Envelope]), such as a peer library's message type; nil for
+	// messages of this process. The map is a copy.
+	Extensions map[string]string
 }
 
 // MetadataFrom returns the metadata of the message whose handler ctx belongs
@@ -112,9 +124,10 @@ func WithCorrelationID(ctx context.Context, id string) context.Context {
 type meta struct {
 	once    sync.Once
 	id      string
-	corr    string // explicit correlation id, "" to derive it
-	causeID string // explicit causation id, used when cause is nil
-	cause   *meta  // the message whose handler produced this one
+	corr    string    // explicit correlation id, "" to derive it
+	causeID string    // explicit causation id, used when cause is nil
+	cause   *meta     // the message whose handler produced this one
+	wire    *incoming // for events that arrived from a transport
 }
 
 func (m *meta) ID() string {
@@ -136,6 +149,20 @@ func (m *meta) correlation() string {
 		return m.cause.correlation()
 	}
 	return m.ID()
+}
+
+func (m *meta) source() string {
+	if m.wire == nil {
+		return ""
+	}
+	return m.wire.source
+}
+
+func (m *meta) extensions() map[string]string {
+	if m.wire == nil || len(m.wire.extensions) == 0 {
+		return nil
+	}
+	return maps.Clone(m.wire.extensions)
 }
 
 func (m *meta) causation() string {
