@@ -194,16 +194,16 @@ type ConsumerOptions struct {
 // Each message is decoded with the [Registry] into its registered Go type
 // and dispatched like an event published in process: each handler in its
 // own unit of work, through the bus middleware. Its identity is kept:
-// [MetadataFrom] in a handler returns the envelope's id, correlation and
-// causation ids, and events the handler emits or publishes get the
-// envelope's id as causation id. A message is acknowledged once all its
+// [MetadataFrom] in a handler returns the envelope's id, source,
+// correlation and causation ids and other extensions, and events the
+// handler emits or publishes get the envelope's id as causation id. A message is acknowledged once all its
 // handlers succeeded (or were skipped by the Inbox), retried with backoff
 // when some failed, and dead-lettered after MaxAttempts.
 //
 // Retries use the broker when the driver declares Redelivery (Nack with
 // the backoff delay; the attempt is the broker's count, msg.Attempt, or
-// counted in memory per message, by source and id, when the broker does not count), and
-// happen in process otherwise. Without an Inbox, a retry runs every
+// counted in memory per message, by source and id, when the broker does
+// not count), and happen in process otherwise. Without an Inbox, a retry runs every
 // handler of the message again, including those that succeeded before.
 //
 // Create one with [NewConsumer] and call Run once. Its methods are safe
