@@ -906,7 +906,7 @@ func TestEventConcurrencyBound(t *testing.T) {
 	t.Parallel()
 	var running, peak, runs atomic.Int32
 	bus := mb.New(mb.Options{EventConcurrency: 3, ErrorHandler: noErrors(t)})
-	for range 10 {
+	for i := range 10 {
 		mb.Subscribe(bus, func(ctx context.Context, e Note) error {
 			n := running.Add(1)
 			for {
@@ -918,7 +918,7 @@ func TestEventConcurrencyBound(t *testing.T) {
 			runs.Add(1)
 			running.Add(-1)
 			return nil
-		})
+		}, mb.WithName(fmt.Sprint("h", i)))
 	}
 	noErr(t, mb.Publish(context.Background(), bus, Note{}, Note{}))
 	if runs.Load() != 20 || peak.Load() > 3 {
@@ -1011,7 +1011,7 @@ func TestRegisterWhileDispatching(t *testing.T) {
 	}
 	wg.Go(func() {
 		for i := range added {
-			mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { extra[i].Add(1); return nil })
+			mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { extra[i].Add(1); return nil }, mb.WithName(fmt.Sprint("extra ", i)))
 			if i == added/2 {
 				mb.HandleQuery(bus, func(ctx context.Context, q GetAccount) (Account, error) { return Account{}, nil })
 				bus.Use(mb.Recover())

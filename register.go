@@ -17,6 +17,7 @@ type entry struct {
 	msgType    reflect.Type // the type the handler was registered for
 	name       string       // message name ("" for interface subscriptions)
 	handler    string       // handler name
+	fnName     string       // the Go function name
 	resultType reflect.Type // commands and queries: what the handler returns
 	fnID       uintptr      // identity of the handler func value
 	fn         any          // the typed handler func, for the fast path
@@ -97,7 +98,8 @@ func newEntry[M, F any](bus *Bus, kind Kind, fn F, opts []HandlerOption) (*entry
 	if reflect.ValueOf(fn).IsNil() {
 		return nil, fmt.Errorf("%w: the %s handler for %s is nil", ErrInvalidHandler, kind, t)
 	}
-	e := &entry{bus: bus, kind: kind, msgType: t, fn: fn, fnID: funcID(fn), handler: funcName(fn)}
+	e := &entry{bus: bus, kind: kind, msgType: t, fn: fn, fnID: funcID(fn), fnName: funcName(fn)}
+	e.handler = e.fnName
 	if kind == KindEvent && t.Kind() == reflect.Interface {
 		e.name = t.String()
 	} else {
@@ -263,9 +265,17 @@ func HandleStreamSafely[Q, T any](bus *Bus, h func(ctx context.Context, q Q) ite
 // any it receives every event. Subscribing the very same function value
 // twice is allowed; it still runs once per event.
 //
+// Handlers that one event can reach must have distinct names (the name
+// given with [WithName], or the Go function name): the name keys an
+// [Inbox], logs and test assertions. Two closures of one function literal
+// share a Go function name, so subscribing both to one event needs
+// WithName.
+//
 // Subscribe panics with an error wrapping ErrInvalidHandler for a nil bus,
-// a nil h or an E that is neither a struct nor an interface;
-// [SubscribeSafely] returns the error instead.
+// a nil h or an E that is neither a struct nor an interface, and with one
+// wrapping ErrDuplicateHandler for a name taken by another handler that
+// may receive the same events; [SubscribeSafely] returns the error
+// instead.
 func Subscribe[E any](bus *Bus, h func(ctx context.Context, event E) error, opts ...HandlerOption) {
 	mustRegister(SubscribeSafely(bus, h, opts...))
 }
@@ -291,7 +301,37 @@ func SubscribeSafely[E any](bus *Bus, h func(ctx context.Context, event E) error
 		return nil, h(ctx, ev)
 	})
 	return bus.update(func(r *registry) error {
+		for _, s := range r.subs {
+			if s.handler != e.handler || !mayOverlap(s.msgType, e.msgType) {
+				continue
+			}
+			if s.fnID == e.fnID && s.msgType == e.msgType {
+				break // the same function again: it runs once
+			}
+			other := s.fnName
+			if other == e.fnName {
+				other = "another closure of the same function literal"
+			}
+			return fmt.Errorf("%w: event handler name %q, for %s, is taken by %s, subscribed to %s: handlers that one event may reach need distinct names (they key inboxes, logs and assertions); give this one its own with WithName",
+				ErrDuplicateHandler, e.handler, e.msgType, other, s.msgType)
+		}
 		r.subs = append(r.subs, e)
 		return nil
 	})
+}
+
+// mayOverlap reports whether one event type may reach handlers subscribed
+// to a and to b: the same type, a struct and an interface it implements,
+// or two interfaces (some type may implement both).
+func mayOverlap(a, b reflect.Type) bool {
+	ai, bi := a.Kind() == reflect.Interface, b.Kind() == reflect.Interface
+	switch {
+	case a == b, ai && bi:
+		return true
+	case ai:
+		return b.Implements(a)
+	case bi:
+		return a.Implements(b)
+	}
+	return false
 }

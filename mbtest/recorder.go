@@ -5,14 +5,16 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/mb-go/mb"
 )
 
-// recorderHandler is the handler name of the catch-all event subscription
-// of every Recorder; the recorder's middleware lets it through unrecorded.
+// recorderHandler begins the handler name of the catch-all event
+// subscription of every Recorder; the recorders' middleware lets these
+// handlers through unrecorded.
 const recorderHandler = "mbtest.Recorder"
 
 // Recorder records what happens on the buses it is attached to: every
@@ -101,7 +103,7 @@ func Record(bus *mb.Bus) *Recorder {
 // and commits one more transaction; and it runs inside the bus-wide
 // middleware, so middleware that rejects an event (mb.Validate, say) keeps
 // it from being recorded and reports an error for handler
-// "mbtest.Recorder" too. The recorder's middleware sits inside
+// "mbtest.Recorder(0x...)" too. The recorder's middleware sits inside
 // the middleware given in [mb.Options.Middleware] and added with Use
 // before Attach, and outside per-handler middleware: a handler wrapped in
 // a bus-wide mb.Retry is recorded once per attempt.
@@ -120,12 +122,14 @@ func (r *Recorder) Attach(bus *mb.Bus) {
 	r.buses[bus] = struct{}{}
 	r.mu.Unlock()
 	bus.Use(r.middleware)
-	mb.Subscribe(bus, r.recordEvent, mb.WithName(recorderHandler))
+	// Each recorder's handler has its own name: handlers that one event
+	// reaches must have distinct names.
+	mb.Subscribe(bus, r.recordEvent, mb.WithName(fmt.Sprintf("%s(%p)", recorderHandler, r)))
 }
 
 func (r *Recorder) middleware(next mb.Handler) mb.Handler {
 	return mb.HandlerFunc(func(ctx context.Context, msg *mb.Message) (any, error) {
-		if msg.Kind == mb.KindEvent && msg.Handler == recorderHandler {
+		if msg.Kind == mb.KindEvent && strings.HasPrefix(msg.Handler, recorderHandler+"(") {
 			return next.Handle(ctx, msg)
 		}
 		h := &Handling{Metadata: msg.Metadata(), Body: msg.Body}

@@ -1,0 +1,65 @@
+package mb_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/mb-go/mb"
+)
+
+// Two event handlers that one event can reach must not share a name: the
+// name keys inboxes, logs and assertions, and with an inbox the second
+// handler would never run.
+func TestSubscribeRefusesDuplicateHandlerName(t *testing.T) {
+	t.Parallel()
+	a := func(ctx context.Context, e AccountCreated) error { return nil }
+	b := func(ctx context.Context, e AccountCreated) error { return nil }
+	viaIface := func(ctx context.Context, e Labeled) error { return nil }
+	viaAny := func(ctx context.Context, e any) error { return nil }
+	note := func(ctx context.Context, e Note) error { return nil }
+
+	bus := mb.New()
+	mb.Subscribe(bus, a, mb.WithName("welcome"))
+	err := panicErr(t, mustPanic(t, func() { mb.Subscribe(bus, b, mb.WithName("welcome")) }), mb.ErrDuplicateHandler)
+	for _, want := range []string{`"welcome"`, "mb_test.AccountCreated"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+	wantErr(t, mb.SubscribeSafely(bus, viaIface, mb.WithName("welcome")), mb.ErrDuplicateHandler)
+	wantErr(t, mb.SubscribeSafely(bus, viaAny, mb.WithName("welcome")), mb.ErrDuplicateHandler)
+
+	// The same name for events no event type can reach both of is fine.
+	noErr(t, mb.SubscribeSafely(bus, note, mb.WithName("welcome")))
+	// The very same function subscribed again is not a new handler.
+	noErr(t, mb.SubscribeSafely(bus, a, mb.WithName("welcome")))
+
+	// A refused registration leaves the bus as it was.
+	ran := 0
+	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { ran++; return nil }, mb.WithName("count"))
+	noErr(t, mb.Publish(context.Background(), bus, AccountCreated{"x"}))
+	if ran != 1 {
+		t.Fatalf("ran %d", ran)
+	}
+}
+
+// Two closures of one function literal get the same default name, so the
+// second subscription of such a closure to the same event is refused.
+func TestSubscribeRefusesClosuresOfOneLiteral(t *testing.T) {
+	t.Parallel()
+	bus := mb.New()
+	var errs []error
+	for i := range 2 {
+		errs = append(errs, mb.SubscribeSafely(bus, func(ctx context.Context, e Note) error { _ = i; return nil }))
+	}
+	noErr(t, errs[0])
+	wantErr(t, errs[1], mb.ErrDuplicateHandler)
+	if !strings.Contains(errs[1].Error(), "WithName") {
+		t.Errorf("error %q does not say how to fix it", errs[1])
+	}
+	if errors.Is(errs[1], mb.ErrInvalidHandler) {
+		t.Error("a duplicate is not an invalid handler")
+	}
+}
