@@ -33,7 +33,7 @@ const (
 // Headers the [Consumer] adds to a message it moves to the dead-letter
 // topic. Times are RFC 3339 with nanoseconds, in UTC.
 const (
-	HeaderError        = "mb-error"         // the last error (truncated to 8 KiB)
+	HeaderError        = "mb-error"         // the last error, cut to 8 KiB on a character boundary
 	HeaderAttempts     = "mb-attempts"      // how many times it was handled
 	HeaderFirstFailure = "mb-first-failure" // when it first failed, as far as this process knows
 	HeaderLastFailure  = "mb-last-failure"  // when it last failed
@@ -853,10 +853,7 @@ func (c *Consumer) deadLetter(ctx context.Context, d *delivery, cause error, att
 		c.nack(ctx, d.rcv, []*mbdriver.Message{m}, c.o.Backoff.Max)
 		return
 	}
-	text := cause.Error()
-	if len(text) > maxErrorHeader {
-		text = text[:maxErrorHeader]
-	}
+	text := truncate(cause.Error(), maxErrorHeader)
 	h := maps.Clone(m.Headers)
 	if h == nil {
 		h = map[string]string{}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mb-go/mb"
 	"github.com/mb-go/mb/mbdriver"
@@ -1003,6 +1004,58 @@ func TestConsumerInboxTellsSourcesApart(t *testing.T) {
 		key := mb.InboxKey{Group: cxGroup, Handler: "effect", Source: src, MessageID: first.ID}
 		if !inbox.Seen(key.String()) {
 			t.Errorf("inbox has not seen %q", key)
+		}
+	}
+}
+
+// The mb-error header is cut to 8 KiB on a character boundary: an error
+// text cut inside a UTF-8 sequence is not valid text any more.
+func TestConsumerDeadLetterErrorCutOnCharacterBoundary(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr, reg := cxBroker(t, topic)
+	dlq := cxDLQ(t, tr, topic)
+	bus := mb.New()
+	long := strings.Repeat("𝄞", 3000) // 4 bytes each, 12 000 in all
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+		return errors.New(strings.Repeat("x", e.Seq) + long)
+	})
+	pub, err := mb.NewPublisher(tr, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Four paddings: whatever the length of the prefix mb puts before the
+	// handler's error, one of them puts a cut at 8 KiB inside a character.
+	for pad := range 4 {
+		if err := pub.Publish(context.Background(), CxOrderPlaced{Order: fmt.Sprint(pad), Seq: pad}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, DeadLetter: tr, MaxAttempts: 1, Concurrency: 1})
+	stop := mbtest.RunConsumer(t, context.Background(), c)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for n := 0; n < 4; {
+		msgs, err := dlq.Receive(rctx, 10)
+		if err != nil {
+			t.Fatalf("dead-letter receive: %v (have %d)", err, n)
+		}
+		for _, m := range msgs {
+			n++
+			text := m.Headers[mb.HeaderError]
+			if !utf8.ValidString(text) {
+				t.Errorf("%s: mb-error is not valid UTF-8 (ends %q)", m.ID, text[len(text)-8:])
+			}
+			if len(text) > 8<<10 || len(text) < 8<<10-3 {
+				t.Errorf("%s: mb-error is %d bytes, want just under 8 KiB", m.ID, len(text))
+			}
+			if !strings.HasSuffix(text, "𝄞") {
+				t.Errorf("%s: mb-error does not end with a whole character", m.ID)
+			}
 		}
 	}
 }
