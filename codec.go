@@ -2,6 +2,7 @@ package mb
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,6 +103,72 @@ var jsonEncoders = sync.Pool{New: func() any {
 // [encoding/json]. Trailing data after the JSON value is an error.
 func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 
+// TypeChecker is implemented by codecs that can tell from a Go type alone
+// that they cannot carry its values: CheckType returns why, or nil. A
+// [Registry] asks its codec ([RegistryOptions.Codec]) at
+// [RegisterMessage], so that such a mistake stops the program at start-up
+// instead of losing payloads.
+type TypeChecker interface {
+	CheckType(t reflect.Type) error
+}
+
+// CheckType refuses a struct type that has fields but none that
+// encoding/json writes (all unexported, or tagged "-"): every value would
+// encode as {} and its payload would be lost. Types that implement
+// [json.Marshaler] or [encoding.TextMarshaler] (on the value or the
+// pointer) encode themselves and pass, as do structs with no fields.
+func (JSONCodec) CheckType(t reflect.Type) error {
+	if t.Kind() != reflect.Struct || t.NumField() == 0 || marshalsItself(t) || jsonHasField(t, map[reflect.Type]bool{}) {
+		return nil
+	}
+	return fmt.Errorf("%s has fields, but encoding/json writes none of them (they are unexported or tagged \"-\"): every %s would travel as {} and its data would be lost; export the fields that must travel, or implement json.Marshaler and json.Unmarshaler", t, t.Name())
+}
+
+func marshalsItself(t reflect.Type) bool {
+	for _, tt := range []reflect.Type{t, reflect.PointerTo(t)} {
+		if tt.Implements(reflect.TypeFor[json.Marshaler]()) || tt.Implements(reflect.TypeFor[encoding.TextMarshaler]()) {
+			return true
+		}
+	}
+	return false
+}
+
+// jsonHasField reports whether encoding/json writes at least one field of
+// struct type t, following its rules for embedded fields.
+func jsonHasField(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if seen[t] {
+		return false
+	}
+	seen[t] = true
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		ft := f.Type
+		if f.Anonymous && ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case f.Anonymous && !f.IsExported() && ft.Kind() != reflect.Struct:
+			continue // ignored by encoding/json
+		case !f.Anonymous && !f.IsExported():
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+			// Its fields are promoted.
+			if jsonHasField(ft, seen) {
+				return true
+			}
+			continue
+		}
+		return true
+	}
+	return false
+}
+
 // DefaultMaxDataSize is the payload size limit used when
 // [RegistryOptions.MaxDataSize] is zero: 1 MiB.
 const DefaultMaxDataSize = 1 << 20
@@ -118,6 +185,13 @@ type RegistryOptions struct {
 	// attributes it is given have none, such as "/orders" or
 	// "urn:example:billing".
 	Source string
+
+	// Codec is the registry's codec: the one [Registry.Encode] and
+	// [Registry.Decode] use when given none, and the default of
+	// [PublisherOptions.Codec] and [ConsumerOptions.Codec]. When it
+	// implements [TypeChecker], [RegisterMessage] refuses the types it
+	// cannot carry. Nil means [JSONCodec].
+	Codec Codec
 }
 
 func (o *RegistryOptions) validate() error {
@@ -169,6 +243,9 @@ func NewRegistry(opts ...RegistryOptions) *Registry {
 	if r.opts.MaxDataSize == 0 {
 		r.opts.MaxDataSize = DefaultMaxDataSize
 	}
+	if r.opts.Codec == nil {
+		r.opts.Codec = JSONCodec{}
+	}
 	return r
 }
 
@@ -186,9 +263,13 @@ func RegisterMessage[T any](r *Registry) {
 // T must be a struct type (not a pointer) with a MessageName() string
 // method on its value receiver that returns a non-empty name: wire names
 // never come from Go type names, so that renaming a type does not break
-// messages in flight. It returns an error wrapping [ErrInvalidMessage] when
-// T does not qualify (naming the fix), [ErrDuplicateMessage] when the name
-// is already registered, and [ErrInvalidArgument] for a nil registry.
+// messages in flight. The registry's codec, when it is a [TypeChecker],
+// must be able to carry T: with the default [JSONCodec], a struct whose
+// fields are all unexported is refused, since it would travel as {}.
+//
+// It returns an error wrapping [ErrInvalidMessage] when T does not qualify
+// (naming the fix), [ErrDuplicateMessage] when the name is already
+// registered, and [ErrInvalidArgument] for a nil registry.
 func RegisterMessageSafely[T any](r *Registry) error {
 	t := reflect.TypeFor[T]()
 	if r == nil {
@@ -196,6 +277,9 @@ func RegisterMessageSafely[T any](r *Registry) error {
 	}
 	name, err := wireName(t)
 	if err != nil {
+		return err
+	}
+	if err := checkType(r.opts.Codec, t); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -210,6 +294,21 @@ func RegisterMessageSafely[T any](r *Registry) error {
 	r.byType[t] = name
 	return nil
 }
+
+// checkType asks codec, if it is a TypeChecker, whether it can carry
+// values of t.
+func checkType(codec Codec, t reflect.Type) error {
+	tc, ok := codec.(TypeChecker)
+	if !ok {
+		return nil
+	}
+	if err := tc.CheckType(t); err != nil {
+		return fmt.Errorf("%w: %s cannot carry %s: %w", ErrInvalidMessage, codecName(codec), t, err)
+	}
+	return nil
+}
+
+func codecName(c Codec) string { return fmt.Sprintf("the %T codec (%s)", c, c.ContentType()) }
 
 type messageNamer interface{ MessageName() string }
 
@@ -250,8 +349,8 @@ func (r *Registry) Lookup(name string) (reflect.Type, bool) {
 // MaxDataSize returns the payload size limit in bytes.
 func (r *Registry) MaxDataSize() int { return r.opts.MaxDataSize }
 
-// Encode encodes msg with codec (nil means [JSONCodec]) and returns it in a
-// new, valid Envelope.
+// Encode encodes msg with codec (nil means the registry's,
+// [RegistryOptions.Codec]) and returns it in a new, valid Envelope.
 //
 // attrs, which may be nil, supplies the other attributes: its fields are
 // copied, then Type is set to msg's registered name, SpecVersion to "1.0",
@@ -284,7 +383,7 @@ func (r *Registry) encode(e *Envelope, msg any, codec Codec, attrs *Envelope) er
 		return invalidMessage("nil message")
 	}
 	if codec == nil {
-		codec = JSONCodec{}
+		codec = r.opts.Codec
 	}
 	t := reflect.TypeOf(msg)
 	r.mu.RLock()
@@ -342,9 +441,9 @@ func (r *Registry) encode(e *Envelope, msg any, codec Codec, attrs *Envelope) er
 	return nil
 }
 
-// Decode decodes env's payload with codec (nil means [JSONCodec]) into a new
-// value of the type registered under env.Type and returns that value (a T,
-// not a *T), ready to be dispatched.
+// Decode decodes env's payload with codec (nil means the registry's) into
+// a new value of the type registered under env.Type and returns that value
+// (a T, not a *T), ready to be dispatched.
 //
 // It returns an error wrapping [ErrInvalidArgument] for a nil registry,
 // [ErrInvalidEnvelope] for a nil env, [ErrUnknownMessage] when env.Type is
@@ -362,7 +461,7 @@ func (r *Registry) Decode(env *Envelope, codec Codec) (v any, err error) {
 		return nil, invalidEnvelope("nil envelope")
 	}
 	if codec == nil {
-		codec = JSONCodec{}
+		codec = r.opts.Codec
 	}
 	t, ok := r.Lookup(env.Type)
 	if !ok {

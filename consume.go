@@ -103,7 +103,8 @@ type ConsumerOptions struct {
 	// driver that declares Capabilities.Replay; NewConsumer rejects it
 	// otherwise.
 	Start mbdriver.StartPosition
-	// Codec decodes payloads. Nil means [JSONCodec].
+	// Codec decodes payloads. Nil means the registry's
+	// ([RegistryOptions.Codec]).
 	Codec Codec
 	// Codecs are more codecs, for topics that carry several payload
 	// formats (a migration from JSON to protobuf, producers in other
@@ -323,7 +324,7 @@ func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *Consume
 		return nil, err
 	}
 	if o.Codec == nil {
-		o.Codec = JSONCodec{}
+		o.Codec = reg.opts.Codec
 	}
 	if o.Concurrency == 0 {
 		o.Concurrency = runtime.GOMAXPROCS(0)

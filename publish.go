@@ -19,7 +19,8 @@ const DefaultMaxBatch = 100
 // PublisherOptions configure a [Publisher]. The zero value, or nil, gives
 // the defaults.
 type PublisherOptions struct {
-	// Codec encodes message payloads. Nil means [JSONCodec].
+	// Codec encodes message payloads. Nil means the registry's
+	// ([RegistryOptions.Codec]).
 	Codec Codec
 	// Router maps message names to topics. Nil means [DefaultRouter].
 	Router Router
@@ -114,7 +115,7 @@ func NewPublisher(d mbdriver.Publisher, reg *Registry, opts *PublisherOptions) (
 		return nil, err
 	}
 	if o.Codec == nil {
-		o.Codec = JSONCodec{}
+		o.Codec = reg.opts.Codec
 	}
 	if o.Router == nil {
 		o.Router = DefaultRouter

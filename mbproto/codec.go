@@ -229,6 +229,19 @@ type typeInfo struct {
 	err   error        // kindInvalid: why T is not supported
 }
 
+// CheckType returns an error wrapping [ErrUnsupportedType] when the codec
+// cannot carry values of t: t is neither a generated message nor a
+// wrapper of one (see the package documentation). An [mb.Registry] whose
+// codec this is calls it when a message type is registered.
+func (c *Codec) CheckType(t reflect.Type) error {
+	if t.Kind() != reflect.Struct {
+		return unsupported(t)
+	}
+	return c.info(t).err
+}
+
+var _ mb.TypeChecker = (*Codec)(nil)
+
 // info returns the typeInfo of the struct type t, computing it once.
 func (c *Codec) info(t reflect.Type) *typeInfo {
 	if ti, ok := c.types.Load(t); ok {

@@ -549,3 +549,17 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// As a registry's codec, the codec refuses at registration the types it
+// cannot carry.
+func TestCheckTypeAtRegistration(t *testing.T) {
+	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/test", Codec: mbproto.New(nil)})
+	if err := mb.RegisterMessageSafely[OrderPlaced](reg); err != nil {
+		t.Fatal(err)
+	}
+	err := mb.RegisterMessageSafely[Plain](reg)
+	wantErr(t, err, mb.ErrInvalidMessage, mbproto.ErrUnsupportedType)
+	wantText(t, err, "mbproto_test.Plain is not a protobuf message")
+	wantErr(t, mbproto.New(nil).CheckType(reflect.TypeFor[int]()), mbproto.ErrUnsupportedType)
+	wantErr(t, mbproto.New(nil).CheckType(reflect.TypeFor[hidden]()), mbproto.ErrUnsupportedType)
+}

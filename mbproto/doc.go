@@ -9,18 +9,18 @@
 // # Usage
 //
 // Wrap each generated message in a small struct (see the next section),
-// register the wrappers, and give a [Codec] to the [mb.Publisher] and the
-// [mb.Consumer]:
+// make a [Codec] the registry's codec, and register the wrappers: the
+// [mb.Publisher] and the [mb.Consumer] use the registry's codec, and the
+// registry refuses a type the codec cannot carry ([Codec.CheckType]):
 //
 //	type OrderPlaced struct{ *orderspb.OrderPlaced }
 //
 //	func (OrderPlaced) MessageName() string { return "orders.placed" }
 //
-//	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders"})
+//	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders", Codec: mbproto.New(nil)})
 //	mb.RegisterMessage[OrderPlaced](reg)
-//	codec := mbproto.New(nil)
 //
-//	pub, err := mb.NewPublisher(transport, reg, &mb.PublisherOptions{Codec: codec})
+//	pub, err := mb.NewPublisher(transport, reg, nil)
 //	...
 //	err = pub.Publish(ctx, OrderPlaced{&orderspb.OrderPlaced{OrderId: "o-1"}})
 //
@@ -31,10 +31,13 @@
 //		return nil
 //	})
 //	c, err := mb.NewConsumer(bus, transport, reg, &mb.ConsumerOptions{
-//		Topic: "orders.placed", Group: "shipping", Codec: codec,
+//		Topic: "orders.placed", Group: "shipping",
 //	})
 //
-// [mb.Registry.Encode] and [mb.Registry.Decode] take the codec the same
+// A registry with JSON messages too can keep JSON as its codec and give the
+// protobuf codec to the publisher and consumer of the protobuf messages
+// instead (PublisherOptions.Codec, ConsumerOptions.Codec or Codecs);
+// [mb.Registry.Encode] and [mb.Registry.Decode] take a codec the same
 // way. Producer and consumer must both use a protobuf codec for a message
 // type; the wire name (MessageName) and the .proto schema are the
 // contract between them, and protobuf's rules for evolving a schema apply

@@ -21,9 +21,10 @@ func (OrderPlaced) MessageName() string { return "orders.placed" }
 // Example shows the wrapper pattern: a protobuf event encoded into an
 // envelope, decoded back into the wrapper and handled by a typed handler.
 func Example() {
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders"})
+	// The registry's codec: Encode, Decode, publishers and consumers use
+	// it, and RegisterMessage refuses types it cannot carry.
+	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders", Codec: mbproto.New(nil)})
 	mb.RegisterMessage[OrderPlaced](reg)
-	codec := mbproto.New(nil)
 
 	bus := mb.New()
 	mb.Subscribe(bus, func(ctx context.Context, e OrderPlaced) error {
@@ -36,7 +37,7 @@ func Example() {
 		OrderId: "o-42",
 		Items:   []string{"book", "pen"},
 		ShipTo:  &testpb.Address{City: "Lisbon"},
-	}}, codec, nil)
+	}}, nil, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -44,7 +45,7 @@ func Example() {
 
 	// Consumer: Decode returns an OrderPlaced whose message the codec
 	// allocated; the bus hands it to the typed handler.
-	v, err := reg.Decode(env, codec)
+	v, err := reg.Decode(env, nil)
 	if err != nil {
 		panic(err)
 	}
