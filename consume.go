@@ -133,11 +133,17 @@ type ConsumerOptions struct {
 	// Backoff is the wait before a failed message is handled again. Zero
 	// fields mean DefaultMinBackoff and DefaultMaxBackoff.
 	Backoff Backoff
-	// ReconnectBackoff is the wait between retries of a Receive that
-	// failed with a retryable error (the broker went away). Zero fields
-	// mean DefaultMinBackoff and DefaultMaxReconnectBackoff: short, so
-	// that the consumer resumes soon after the broker is back.
+	// ReconnectBackoff is the wait between retries of a Subscribe or a
+	// Receive that failed with a retryable error (the broker is not up
+	// yet, or went away). Zero fields mean DefaultMinBackoff and
+	// DefaultMaxReconnectBackoff: short, so that the consumer resumes soon
+	// after the broker is back.
 	ReconnectBackoff Backoff
+	// FailFast makes Run return the first error of a subscription instead
+	// of reporting it and trying again: for programs that would rather
+	// fail at start-up than wait for their broker. Errors of a running
+	// consumer are retried either way.
+	FailFast bool
 	// DeadLetter receives the messages that cannot be handled: at once
 	// those that cannot be decoded (invalid envelope, unregistered name,
 	// corrupt or oversized payload), and those whose handlers still fail
@@ -408,8 +414,11 @@ func partitionKey(m *mbdriver.Message) string {
 // Run subscribes to the topics and handles messages until ctx is done or
 // receiving fails for good. It may be called once per Consumer.
 //
-// Receive errors the driver reports as retryable are retried with backoff;
-// any other stops Run, which drains and returns it. When ctx is done, Run
+// Run first subscribes to every topic. Subscribe and Receive errors the
+// driver reports as retryable (a broker not up yet, or gone) are reported
+// to ErrorHandler and retried with ReconnectBackoff, at start-up as later
+// (unless FailFast is set: then a failed subscription ends Run); any other
+// error stops Run, which drains and returns it. When ctx is done, Run
 // drains gracefully: it stops receiving, lets the messages already received
 // finish (retries included) within DrainTimeout, acknowledges those that
 // succeeded, closes the receivers and returns nil. The workers' queues
@@ -445,9 +454,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return errors.Join(errs...)
 	}
 	for _, t := range c.topics {
-		r, err := c.sub.Subscribe(ctx, mbdriver.Subscription{Topic: t, Pattern: c.o.Pattern, Group: c.o.Group, Consumer: c.o.Consumer, Start: c.o.Start})
-		if err != nil {
-			return errors.Join(fmt.Errorf("mb: consumer: subscribe to %q (group %q): %w", t, c.o.Group, err), closeAll())
+		r, err := c.subscribe(ctx, t)
+		if err != nil || r == nil {
+			return errors.Join(err, closeAll())
 		}
 		rcvs = append(rcvs, r)
 	}
@@ -530,6 +539,31 @@ func (c *Consumer) Run(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mb: consumer: drain timed out after %v: %d message(s) abandoned unfinished and nacked for redelivery", c.o.DrainTimeout, k))
 	}
 	return errors.Join(errs...)
+}
+
+// subscribe opens the receiver of topic. Retryable errors (the broker is
+// not reachable yet) are reported and retried with ReconnectBackoff unless
+// FailFast is set; it returns a nil receiver and a nil error when ctx is
+// done first.
+func (c *Consumer) subscribe(ctx context.Context, topic string) (mbdriver.Receiver, error) {
+	sub := mbdriver.Subscription{Topic: topic, Pattern: c.o.Pattern, Group: c.o.Group, Consumer: c.o.Consumer, Start: c.o.Start}
+	for failures := 1; ; failures++ {
+		r, err := c.sub.Subscribe(ctx, sub)
+		if err == nil {
+			return r, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		err = fmt.Errorf("mb: consumer: subscribe to %q (group %q): %w", topic, c.o.Group, err)
+		if c.o.FailFast || errors.Is(err, mbdriver.ErrClosed) || !c.retryable(err) {
+			return nil, err
+		}
+		c.report(ctx, fmt.Errorf("%w (will retry)", err))
+		if sleepCtx(ctx, c.o.ReconnectBackoff.Delay(failures)) != nil {
+			return nil, nil
+		}
+	}
 }
 
 // receive runs the receive loop of one receiver until ctx is done (nil) or

@@ -1,0 +1,114 @@
+package mb_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mb-go/mb"
+	"github.com/mb-go/mb/mbdriver"
+	"github.com/mb-go/mb/mbmem"
+	"github.com/mb-go/mb/mbtest"
+)
+
+// flakySubscriber fails its first fails Subscribe calls with err, as a
+// broker that is not up yet does, then subscribes through the transport.
+type flakySubscriber struct {
+	*mbmem.Transport
+	err   error
+	fails int32
+	calls atomic.Int32
+}
+
+func (s *flakySubscriber) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
+	if s.calls.Add(1) <= s.fails {
+		return nil, s.err
+	}
+	return s.Transport.Subscribe(ctx, sub)
+}
+
+func (s *flakySubscriber) IsRetryable(err error) bool { return mb.IsRetryable(err) }
+
+var fastReconnect = mb.Backoff{Min: time.Millisecond, Max: time.Millisecond}
+
+// A consumer started while its broker is unreachable keeps trying to
+// subscribe, reporting each failure, and handles messages once it can: it
+// does not give up at start-up when it would ride out the same outage later.
+func TestConsumerRetriesSubscribeAtStart(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr, reg := cxBroker(t, topic)
+	refused := mb.Retryable(errors.New("dial tcp 127.0.0.1:1: connection refused"))
+	s := &flakySubscriber{Transport: tr, err: refused, fails: 3}
+	bus := mb.New()
+	got := make(chan string, 1)
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error { got <- e.Order; return nil })
+	var log errLog
+	c := newCx(t, bus, s, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, ReconnectBackoff: fastReconnect, ErrorHandler: log.handle})
+	stop := mbtest.RunConsumer(t, context.Background(), c)
+	pub, err := mb.NewPublisher(tr, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o1"}); err != nil {
+		t.Fatal(err)
+	}
+	if o := recv(t, got); o != "o1" {
+		t.Fatalf("handled %q", o)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.errs) != 3 {
+		t.Fatalf("reported %d errors, want the 3 failed subscriptions: %v", len(log.errs), log.errs)
+	}
+	for _, err := range log.errs {
+		if !errors.Is(err, refused) {
+			t.Errorf("reported %v", err)
+		}
+	}
+}
+
+// Cancelling Run while it waits to subscribe again stops it.
+func TestConsumerSubscribeRetryStopsWithContext(t *testing.T) {
+	tr, reg := cxBroker(t)
+	s := &flakySubscriber{Transport: tr, err: mb.Retryable(errors.New("connection refused")), fails: 1 << 30}
+	var reported atomic.Int32
+	c := newCx(t, mb.New(), s, reg, mb.ConsumerOptions{Topic: "t", Group: cxGroup, ReconnectBackoff: fastReconnect,
+		ErrorHandler: func(context.Context, error) { reported.Add(1) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	eventually(t, "a few failed subscriptions", func() bool { return reported.Load() >= 3 })
+	cancel()
+	if err := recv(t, done); err != nil {
+		t.Fatalf("Run = %v, want nil after cancellation", err)
+	}
+}
+
+// With FailFast, or for an error that is not retryable, Run returns the
+// subscribe error at once.
+func TestConsumerSubscribeFailFast(t *testing.T) {
+	tr, reg := cxBroker(t)
+	for name, tc := range map[string]struct {
+		err      error
+		failFast bool
+	}{
+		"FailFast":      {mb.Retryable(errors.New("connection refused")), true},
+		"not retryable": {errors.New("NOPERM no permission"), false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &flakySubscriber{Transport: tr, err: tc.err, fails: 1 << 30}
+			c := newCx(t, mb.New(), s, reg, mb.ConsumerOptions{Topic: "t", Group: cxGroup, FailFast: tc.failFast, ReconnectBackoff: fastReconnect})
+			if err := c.Run(context.Background()); !errors.Is(err, tc.err) {
+				t.Fatalf("Run = %v, want the subscribe error", err)
+			}
+			if n := s.calls.Load(); n != 1 {
+				t.Fatalf("Subscribe called %d times", n)
+			}
+		})
+	}
+}
