@@ -315,3 +315,21 @@ func (r *registry) handlersFor(t reflect.Type) []*entry {
 	}
 	return hs
 }
+
+// BusFrom returns the bus whose handler ctx belongs to, or nil outside any
+// handler. A handler uses it to send a nested command or query without a
+// global variable or a closure over the bus:
+//
+//	func placeOrder(ctx context.Context, cmd PlaceOrder) (Order, error) {
+//		price, err := mb.Query[Price](ctx, mb.BusFrom(ctx), GetPrice{cmd.Item})
+//		...
+//	}
+//
+// Called with nil, Send, Exec, Query, Stream and Publish return an error
+// wrapping ErrInvalidArgument.
+func BusFrom(ctx context.Context) *Bus {
+	if f := frameFrom(ctx); f != nil {
+		return f.bus()
+	}
+	return nil
+}

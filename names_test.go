@@ -63,3 +63,32 @@ func TestSubscribeRefusesClosuresOfOneLiteral(t *testing.T) {
 		t.Error("a duplicate is not an invalid handler")
 	}
 }
+
+// A handler reaches its bus through its context.
+func TestBusFrom(t *testing.T) {
+	t.Parallel()
+	if mb.BusFrom(context.Background()) != nil {
+		t.Fatal("BusFrom outside a handler is not nil")
+	}
+	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	mb.HandleCommand(bus, createAccount)
+	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
+		if mb.BusFrom(ctx) != bus {
+			t.Error("BusFrom in a command handler is not its bus")
+		}
+		_, err := mb.Send[Account](ctx, mb.BusFrom(ctx), CreateAccount{c.What})
+		return err
+	})
+	var seen *mb.Bus
+	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { seen = mb.BusFrom(ctx); return nil })
+	mb.HandleQuery(bus, func(ctx context.Context, q GetAccount) (*mb.Bus, error) { return mb.BusFrom(ctx), nil })
+	noErr(t, mb.Exec(context.Background(), bus, DoIt{"nested"}))
+	if seen != bus {
+		t.Fatal("BusFrom in an event handler is not its bus")
+	}
+	if got, err := mb.Query[*mb.Bus](context.Background(), bus, GetAccount{}); err != nil || got != bus {
+		t.Fatalf("BusFrom in a query handler = %p, %v", got, err)
+	}
+	_, err := mb.Send[Account](context.Background(), mb.BusFrom(context.Background()), CreateAccount{})
+	wantErr(t, err, mb.ErrInvalidArgument)
+}
