@@ -9,6 +9,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -18,8 +19,17 @@ import (
 
 // Watermill v1.5.1 stops all of its goroutines once its Router and its
 // GoChannel are closed, so no goroutine needs to be ignored here.
+// The shared PostgreSQL pool is closed before the leak check.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	closePostgres()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: Errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // opsPerVariant ops per variant: more than one, so that state carried from
