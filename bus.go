@@ -21,10 +21,12 @@ type Options struct {
 	// handler, outermost first, outside any per-handler middleware.
 	Middleware []Middleware
 
-	// Transactor, if set, begins a transaction for every unit of work:
-	// one for each Send from outside a handler, and one for each event
-	// handler. Nested units use savepoints when the transaction supports
-	// them ([Savepointer]).
+	// Transactor, if set, gives every unit of work a transaction (one for
+	// each Send from outside a handler, one for each event handler),
+	// begun the first time a handler or hook of the unit asks for it with
+	// [TxFrom]: units that never touch the database begin none. Nested
+	// units use savepoints when the transaction supports them
+	// ([Savepointer]).
 	Transactor Transactor
 
 	// ErrorHandler receives the errors that have no caller to return to:

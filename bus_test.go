@@ -296,8 +296,8 @@ func TestQuery(t *testing.T) {
 		emitErr = mb.Emit(ctx, Note{"from query"})
 		hookErr = mb.BeforeCommit(ctx, func(context.Context) error { return nil })
 		md, _ = mb.MetadataFrom(ctx)
-		if _, ok := mb.TxFrom(ctx); ok {
-			t.Error("TxFrom reports a transaction in a query")
+		if _, err := mb.TxFrom(ctx); !errors.Is(err, mb.ErrNoUnitOfWork) {
+			t.Errorf("TxFrom in a query: %v, want ErrNoUnitOfWork", err)
 		}
 		return Account(q), nil
 	})
@@ -569,6 +569,7 @@ func TestPanicRecovery(t *testing.T) {
 	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	errInner := errors.New("inner")
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
+		touch(t, ctx)
 		if err := mb.Emit(ctx, AccountCreated(c)); err != nil {
 			return Account{}, err
 		}
@@ -581,7 +582,7 @@ func TestPanicRecovery(t *testing.T) {
 		return Account(c), nil
 	})
 	var log recorder
-	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { log.add(e.Name); return nil })
+	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { touch(t, ctx); log.add(e.Name); return nil })
 
 	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{"string"})
 	wantErr(t, err, mb.ErrPanic)
@@ -932,13 +933,20 @@ func TestConcurrentSend(t *testing.T) {
 	var sink errSink
 	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: sink.handle, EventConcurrency: 2})
 	var created, pinged atomic.Int64
-	mb.HandleCommand(bus, createAccount)
+	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
+		touch(t, ctx)
+		return createAccount(ctx, c)
+	})
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error {
+		touch(t, ctx)
 		created.Add(1)
 		return mb.Emit(ctx, Ping{})
 	})
-	mb.Subscribe(bus, func(ctx context.Context, e Labeled) error { return nil })
+	mb.Subscribe(bus, func(ctx context.Context, e Labeled) error { touch(t, ctx); return nil })
+	// This one uses no transaction and begins none.
+	mb.Subscribe(bus, func(ctx context.Context, e Labeled) error { return nil }, mb.WithName("no tx"))
 	mb.Subscribe(bus, func(ctx context.Context, e Ping) error {
+		touch(t, ctx)
 		pinged.Add(1)
 		if e.N == 0 {
 			return errors.New("reported")

@@ -549,15 +549,18 @@ func (c *Consumer) subscribe(ctx context.Context, topic string) (mbdriver.Receiv
 	sub := mbdriver.Subscription{Topic: topic, Pattern: c.o.Pattern, Group: c.o.Group, Consumer: c.o.Consumer, Start: c.o.Start}
 	for failures := 1; ; failures++ {
 		r, err := c.sub.Subscribe(ctx, sub)
-		if err == nil {
+		switch {
+		case err == nil:
 			return r, nil
-		}
-		if ctx.Err() != nil {
-			return nil, nil
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			return nil, nil // stopped while subscribing
 		}
 		err = fmt.Errorf("mb: consumer: subscribe to %q (group %q): %w", topic, c.o.Group, err)
 		if c.o.FailFast || errors.Is(err, mbdriver.ErrClosed) || !c.retryable(err) {
 			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, nil
 		}
 		c.report(ctx, fmt.Errorf("%w (will retry)", err))
 		if sleepCtx(ctx, c.o.ReconnectBackoff.Delay(failures)) != nil {

@@ -135,27 +135,23 @@ func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord
 		defer cancel()
 	}
 	f.Context, f.e, f.rec = ctx, h, rec
-	err := f.begin()
+	run, err := true, error(nil)
+	if guard != nil {
+		run, err = callGuard(f, guard, h.handler)
+	}
+	if err == nil && run {
+		if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
+			err = callErr(f, fn, rec.value)
+		} else {
+			_, err = callChain(f, rec.value)
+		}
+	}
+	evs, hooks, err := f.endUnit(f.x.Load(), err)
 	if err == nil {
-		run := true
-		if guard != nil {
-			run, err = callGuard(f, guard, h.handler)
+		if len(hooks) > 0 {
+			b.runAfter(ctx, hooks)
 		}
-		if err == nil && run {
-			if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
-				err = callErr(f, fn, rec.value)
-			} else {
-				_, err = callChain(f, rec.value)
-			}
-		}
-		var evs []*eventRecord
-		var hooks []hook
-		if evs, hooks, err = f.endUnit(f.x.Load(), err); err == nil {
-			if len(hooks) > 0 {
-				b.runAfter(ctx, hooks)
-			}
-			return evs, nil
-		}
+		return evs, nil
 	}
 	return nil, &HandlerError{
 		Kind: KindEvent, Message: rec.et.info.name, Handler: h.handler,

@@ -61,7 +61,7 @@
 //  1. the handler runs (through its middleware);
 //  2. prepare: hooks registered with [BeforeCommit] run, inside the
 //     transaction;
-//  3. commit: the transaction, if the bus has a [Transactor], commits;
+//  3. commit: the transaction, if one began, commits;
 //  4. after commit: the events the unit recorded are dispatched, then the
 //     hooks registered with [AfterCommit] run.
 //
@@ -93,6 +93,17 @@
 // [Options.ErrorHandler] (by default logged with log/slog) as a
 // *[HandlerError]. Events that must not be lost go through a transactional
 // outbox, which retries.
+//
+// # Transactions
+//
+// With [Options.Transactor] set, each unit of work has a database
+// transaction, begun the first time one of its handlers (or a
+// before-commit hook) asks for it with [TxFrom] or an adapter's typed
+// accessor. A unit that never asks begins none, so event handlers that do
+// not touch the database cost it nothing. The transaction commits and
+// rolls back with its unit. Nested units share it through savepoints
+// ([Savepointer]), set when the nested unit opens, or when the transaction
+// begins inside it. A transaction that cannot begin fails its unit.
 //
 // # Middleware
 //

@@ -254,3 +254,12 @@ func tag(log *recorder, name string) mb.Middleware {
 		})
 	}
 }
+
+// touch uses the transaction of ctx's unit of work, as a handler that
+// writes to the database does; the transaction begins on first use.
+func touch(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if _, err := mb.TxFrom(ctx); err != nil {
+		t.Errorf("TxFrom: %v", err)
+	}
+}

@@ -26,14 +26,14 @@ type entry struct {
 	chain      Handler      // base wrapped in all middleware
 	direct     bool         // no middleware at all: call fn directly
 	// eagerExt: a frame of this handler needs its extension at once
-	// (middleware reads the message; a transaction lives in the unit), so
-	// it is allocated with it (newFrame).
+	// (middleware reads the message), so it is allocated with it
+	// (newFrame).
 	eagerExt bool
 }
 
 func (e *entry) build(busMW []Middleware) {
 	e.direct = len(busMW) == 0 && len(e.own) == 0
-	e.eagerExt = !e.direct || ((e.kind == KindCommand || e.kind == KindEvent) && e.bus.opts.Transactor != nil)
+	e.eagerExt = !e.direct
 	h := e.base
 	for i := len(e.own) - 1; i >= 0; i-- {
 		h = e.own[i](h)

@@ -67,11 +67,7 @@ func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 			return f, nil
 		}
 	}
-	f := newFrame(ctx, e)
-	if err := f.begin(); err != nil {
-		return nil, err
-	}
-	return f, nil
+	return newFrame(ctx, e), nil
 }
 
 func (f *frame) finish(err error) error {

@@ -72,7 +72,19 @@ func TestStressUnitOfWorkSemantics(t *testing.T) {
 		}
 		return errors.New("declined")
 	}
+	// Half the handlings use the transaction, so that it begins in outer
+	// units, in nested ones or not at all.
+	maybeTx := func(ctx context.Context) error {
+		if rand.IntN(2) == 0 {
+			return nil
+		}
+		_, err := mb.TxFrom(ctx)
+		return err
+	}
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c StressPlace) error {
+		if err := maybeTx(ctx); err != nil {
+			return err
+		}
 		if err := mb.Emit(ctx, StressPlaced{c.ID}); err != nil {
 			return err
 		}
@@ -80,12 +92,18 @@ func TestStressUnitOfWorkSemantics(t *testing.T) {
 		return fail(m.decide(m.placeOK, c.ID, 0.2))
 	})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c StressCharge) error {
+		if err := maybeTx(ctx); err != nil {
+			return err
+		}
 		if err := mb.Emit(ctx, StressBilled{c.ID}); err != nil {
 			return err
 		}
 		return fail(m.decide(m.chargeOK, c.ID, 0.5))
 	})
 	mb.Subscribe(bus, func(ctx context.Context, e StressPlaced) error {
+		if err := maybeTx(ctx); err != nil {
+			return err
+		}
 		m.ran("placed-a", e.ID)
 		if err := mb.Emit(ctx, StressMailed{e.ID}); err != nil {
 			return err

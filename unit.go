@@ -95,6 +95,7 @@ func (f *frame) newExt() *frameExt {
 // roots, and returns it; the caller stores it in f.x.
 func (f *frame) initUnitExt(ux *unitExt) *frameExt {
 	ux.u.events = ux.u.evbuf[:0]
+	ux.u.root = f
 	ux.unit = &ux.u
 	return f.initExt(&ux.frameExt)
 }
@@ -178,13 +179,20 @@ func (f *frame) isOpen(u *unit) bool {
 // unit is one unit of work.
 type unit struct {
 	mu     sync.Mutex
-	tx     Tx
+	root   *frame // the frame the unit was opened for
 	events []*eventRecord
 	hooks  []hook
 	closed bool
 	depth  int // cascade depth of the events emitted in this unit
-	spSeq  int
 	evbuf  [1]*eventRecord
+
+	// The transaction, begun on first use (see txFor). txMu serialises
+	// beginning it, savepoints and the end of the unit.
+	txMu   sync.Mutex
+	tx     Tx
+	txErr  error // why the transaction could not begin; fails the unit
+	txDone bool  // the unit has ended: no transaction may begin
+	spSeq  int
 }
 
 type hook struct {
@@ -206,21 +214,70 @@ type eventRecord struct {
 	meta  meta
 }
 
-// begin starts a transaction for the unit rooted at f, when the bus has a
-// Transactor.
-func (f *frame) begin() error {
-	t := f.bus().opts.Transactor
-	if t == nil {
-		return nil
+// txFor returns the unit's transaction for frame f, beginning it on first
+// use with the context the unit was opened with. A unit whose handlers never
+// ask for it has none: nothing to begin or commit. When the transaction
+// begins inside nested frames (a Send from a handler, a Retry try), it
+// sets their savepoints then, outermost first: nothing was written before,
+// so this is the state they would have saved when they opened. A failure
+// to begin (or to set those savepoints) is kept and fails the unit, even
+// if the handler ignores it.
+func (u *unit) txFor(f *frame, t Transactor) (Tx, error) {
+	u.txMu.Lock()
+	defer u.txMu.Unlock()
+	switch {
+	case u.tx != nil:
+		return u.tx, nil
+	case u.txErr != nil:
+		return nil, u.txErr
+	case u.txDone:
+		return nil, fmt.Errorf("%w: TxFrom after the unit of work ended", ErrNoUnitOfWork)
 	}
-	tx, err := t.Begin(f.Context)
-	if err != nil {
-		return fmt.Errorf("mb: begin transaction: %w", err)
+	u.mu.Lock()
+	open := f.isOpen(u)
+	u.mu.Unlock()
+	if !open {
+		return nil, fmt.Errorf("%w: TxFrom after the handler returned", ErrNoUnitOfWork)
 	}
-	if tx == nil {
-		return errors.New("mb: begin transaction: the Transactor returned a nil Tx")
+	tx, err := t.Begin(u.root.Context)
+	switch {
+	case err != nil:
+		u.txErr = fmt.Errorf("mb: begin transaction: %w", err)
+		return nil, u.txErr
+	case tx == nil:
+		u.txErr = errors.New("mb: begin transaction: the Transactor returned a nil Tx")
+		return nil, u.txErr
 	}
-	f.ext().unit.tx = tx
+	u.tx = tx
+	sp, ok := tx.(Savepointer)
+	if !ok {
+		return tx, nil
+	}
+	var nested []*frame // the nested frames from f outwards
+	for p := f; p != nil; p = parentOf(p) {
+		if parentOf(p) != nil {
+			nested = append(nested, p)
+		}
+	}
+	for i := len(nested) - 1; i >= 0; i-- {
+		if err := u.savepoint(sp, nested[i]); err != nil {
+			u.txErr = err
+			return nil, err
+		}
+	}
+	return tx, nil
+}
+
+// savepoint sets the savepoint of the nested frame f. Call with u.txMu
+// held.
+func (u *unit) savepoint(sp Savepointer, f *frame) error {
+	u.spSeq++
+	x := f.x.Load()
+	x.sp = "mb_sp_" + strconv.Itoa(u.spSeq)
+	if err := sp.Savepoint(f.Context, x.sp); err != nil {
+		x.sp = ""
+		return fmt.Errorf("mb: savepoint: %w", err)
+	}
 	return nil
 }
 
@@ -246,17 +303,18 @@ func nest(ctx context.Context, outer *frame, e *entry) (*frame, bool, error) {
 	}
 	f.x.Store(x)
 	u.mu.Lock()
-	if !outer.isOpen(u) {
-		u.mu.Unlock()
+	open := outer.isOpen(u)
+	u.mu.Unlock()
+	if !open {
 		return nil, false, nil
 	}
-	u.spSeq++
-	seq := u.spSeq
-	u.mu.Unlock()
+	// Without a transaction yet, there is nothing to save: txFor sets the
+	// savepoint if one begins inside f.
+	u.txMu.Lock()
+	defer u.txMu.Unlock()
 	if sp, ok := u.tx.(Savepointer); ok {
-		x.sp = "mb_sp_" + strconv.Itoa(seq)
-		if err := sp.Savepoint(ctx, x.sp); err != nil {
-			return nil, true, fmt.Errorf("mb: savepoint: %w", err)
+		if err := u.savepoint(sp, f); err != nil {
+			return nil, true, err
 		}
 	}
 	return f, true, nil
@@ -268,13 +326,16 @@ func nest(ctx context.Context, outer *frame, e *entry) (*frame, bool, error) {
 // error.
 func (f *frame) finishNested(x *frameExt, err error) error {
 	u := x.unit
-	if x.sp != "" {
+	u.txMu.Lock()
+	spName := x.sp
+	u.txMu.Unlock()
+	if spName != "" {
 		sp := u.tx.(Savepointer)
 		if err != nil {
-			if rerr := sp.RollbackToSavepoint(f.Context, x.sp); rerr != nil {
+			if rerr := sp.RollbackToSavepoint(f.Context, spName); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("mb: rollback to savepoint: %w", rerr))
 			}
-		} else if rerr := sp.ReleaseSavepoint(f.Context, x.sp); rerr != nil {
+		} else if rerr := sp.ReleaseSavepoint(f.Context, spName); rerr != nil {
 			err = fmt.Errorf("mb: release savepoint: %w", rerr)
 		}
 	}
@@ -382,18 +443,25 @@ func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) 
 	u.mu.Lock()
 	f.state.Store(frameDone)
 	u.mu.Unlock()
+	u.txMu.Lock()
+	u.txDone = true
+	tx, txErr := u.tx, u.txErr
+	u.txMu.Unlock()
+	if txErr != nil && !errors.Is(err, txErr) {
+		err = errors.Join(err, txErr)
+	}
 	if err != nil {
 		_, hooks := u.close()
-		if u.tx != nil {
-			if rerr := u.tx.Rollback(ctx); rerr != nil {
+		if tx != nil {
+			if rerr := tx.Rollback(ctx); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("mb: rollback: %w", rerr))
 			}
 		}
 		f.bus().runRollback(ctx, hooks)
 		return nil, nil, err
 	}
-	if u.tx != nil {
-		if cerr := u.tx.Commit(ctx); cerr != nil {
+	if tx != nil {
+		if cerr := tx.Commit(ctx); cerr != nil {
 			_, hooks := u.close()
 			f.bus().runRollback(ctx, hooks)
 			return nil, nil, fmt.Errorf("mb: commit: %w", cerr)

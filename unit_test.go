@@ -52,6 +52,7 @@ func TestRollbackReturnsOriginalError(t *testing.T) {
 	tr := &mbtest.Transactor{}
 	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
+		touch(t, ctx)
 		if err := mb.Emit(ctx, AccountCreated(c)); err != nil {
 			return Account{}, err
 		}
@@ -68,6 +69,7 @@ func TestRollbackReturnsOriginalError(t *testing.T) {
 	tr2 := &mbtest.Transactor{RollbackErr: errRollback}
 	bus2 := mb.New(mb.Options{Transactor: tr2})
 	mb.HandleCommand(bus2, func(ctx context.Context, c CreateAccount) (Account, error) {
+		touch(t, ctx)
 		return Account{}, errDomain
 	})
 	_, err = mb.Send[Account](context.Background(), bus2, CreateAccount{"x"})
@@ -86,9 +88,9 @@ func TestPhaseOrder(t *testing.T) {
 	tr.OnCall(log.add)
 	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	txID := func(ctx context.Context) int {
-		tx, ok := mb.TxFrom(ctx)
-		if !ok {
-			t.Error("no transaction in the context")
+		tx, err := mb.TxFrom(ctx)
+		if err != nil {
+			t.Error(err)
 			return 0
 		}
 		return tx.(*mbtest.Tx).ID()
@@ -96,8 +98,8 @@ func TestPhaseOrder(t *testing.T) {
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		log.addf("handler in tx%d", txID(ctx))
 		noErr(t, mb.AfterCommit(ctx, func(ctx context.Context) {
-			if _, ok := mb.TxFrom(ctx); ok {
-				t.Error("after-commit hook runs in a transaction")
+			if _, err := mb.TxFrom(ctx); !errors.Is(err, mb.ErrNoUnitOfWork) {
+				t.Errorf("TxFrom in an after-commit hook: %v, want ErrNoUnitOfWork", err)
 			}
 			log.add("after-commit 1")
 		}))
@@ -145,6 +147,7 @@ func TestCommitFailure(t *testing.T) {
 	tr := &mbtest.Transactor{CommitErr: errCommit}
 	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
+		touch(t, ctx)
 		noErr(t, mb.AfterCommit(ctx, func(context.Context) { t.Error("after-commit hook ran after a failed commit") }))
 		return Account(c), mb.Emit(ctx, AccountCreated(c))
 	})
@@ -162,20 +165,30 @@ func TestCommitFailure(t *testing.T) {
 	}
 }
 
+// A transaction that cannot begin fails the unit of work, even when the
+// handler ignores TxFrom's error: it rolls back and Send returns the error.
 func TestBeginFailure(t *testing.T) {
 	t.Parallel()
 	errBegin := errors.New("no connection")
 	tr := &mbtest.Transactor{BeginErr: errBegin}
 	bus := mb.New(mb.Options{Transactor: tr})
-	ran := false
+	var txErr error
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
-		ran = true
-		return Account(c), nil
+		_, txErr = mb.TxFrom(ctx)
+		if _, err := mb.TxFrom(ctx); !errors.Is(err, errBegin) {
+			t.Errorf("second TxFrom: %v, want the same error", err)
+		}
+		return Account(c), mb.Emit(ctx, AccountCreated(c)) // ignores it
 	})
-	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{})
+	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error {
+		t.Error("event of a unit whose transaction failed to begin was dispatched")
+		return nil
+	})
+	acc, err := mb.Send[Account](context.Background(), bus, CreateAccount{"a"})
 	wantErr(t, err, errBegin)
-	if ran {
-		t.Fatal("handler ran without a transaction")
+	wantErr(t, txErr, errBegin)
+	if acc != (Account{}) {
+		t.Errorf("Send returned %+v with an error", acc)
 	}
 	wantSeq(t, tr.Calls(), []string{"tx1 begin"})
 }
@@ -188,14 +201,18 @@ func (nilTxTransactor) Begin(context.Context) (mb.Tx, error) { return nil, nil }
 func TestBeginReturnsNilTx(t *testing.T) {
 	t.Parallel()
 	bus := mb.New(mb.Options{Transactor: nilTxTransactor{}})
-	ran := false
+	var txErr error
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
-		ran = true
+		var tx mb.Tx
+		tx, txErr = mb.TxFrom(ctx)
+		if tx != nil {
+			t.Errorf("TxFrom returned %v", tx)
+		}
 		return Account(c), nil
 	})
 	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{})
-	if err == nil || ran {
-		t.Fatalf("err %v, handler ran %v; want an error and no run", err, ran)
+	if err == nil || txErr == nil || !strings.Contains(err.Error(), "nil Tx") {
+		t.Fatalf("Send: %v, TxFrom: %v; want an error about the nil Tx from both", err, txErr)
 	}
 }
 
@@ -214,18 +231,21 @@ func (f *failAfter) Begin(ctx context.Context) (mb.Tx, error) {
 	return f.Transactor.Begin(ctx)
 }
 
-// An event handler whose transaction cannot begin is reported and does not
-// run; the command is not affected.
+// An event handler whose transaction cannot begin fails and is reported;
+// the command is not affected.
 func TestEventHandlerBeginFailure(t *testing.T) {
 	t.Parallel()
 	errBegin := errors.New("pool exhausted")
 	tr := &failAfter{n: 1, err: errBegin}
 	var sink errSink
 	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: sink.handle})
-	mb.HandleCommand(bus, createAccount)
+	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
+		touch(t, ctx)
+		return createAccount(ctx, c)
+	})
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error {
-		t.Error("event handler ran without a transaction")
-		return nil
+		_, err := mb.TxFrom(ctx)
+		return err
 	}, mb.WithName("welcome"))
 	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{"b"})
 	noErr(t, err)
@@ -254,8 +274,8 @@ func TestNestedSendSuccess(t *testing.T) {
 		return Account(c), nil
 	})
 	mb.HandleCommand(bus, func(ctx context.Context, c GetAccountCmd) (Account, error) {
-		tx, _ := mb.TxFrom(ctx)
-		if tx.(*mbtest.Tx).ID() != 1 {
+		tx, err := mb.TxFrom(ctx)
+		if err != nil || tx.(*mbtest.Tx).ID() != 1 {
 			t.Error("nested Send does not share the outer transaction")
 		}
 		return Account(c), mb.Emit(ctx, Note{"inner"})
@@ -267,11 +287,10 @@ func TestNestedSendSuccess(t *testing.T) {
 	// Nothing is dispatched before the outermost unit commits; then all
 	// events in first-emission order.
 	wantSeq(t, log.get(), []string{"outer continues", "event outer 1", "event inner", "event outer 2"})
+	// Only the inner handler used the transaction: it began there, with
+	// the inner unit's savepoint, and the event handlers began none.
 	wantSeq(t, tr.Calls(), []string{
 		"tx1 begin", "tx1 savepoint mb_sp_1", "tx1 release mb_sp_1", "tx1 commit",
-		"tx2 begin", "tx2 commit",
-		"tx3 begin", "tx3 commit",
-		"tx4 begin", "tx4 commit",
 	})
 }
 
@@ -289,6 +308,9 @@ func TestNestedSendFailure(t *testing.T) {
 			}
 			bus := mb.New(opts)
 			mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
+				if withTx {
+					touch(t, ctx)
+				}
 				noErr(t, mb.Emit(ctx, Note{"outer 1"}))
 				_, err := mb.Send[Account](ctx, bus, GetAccountCmd{c.Name})
 				if !errors.Is(err, errInner) && !errors.Is(err, mb.ErrPanic) {
@@ -322,8 +344,6 @@ func TestNestedSendFailure(t *testing.T) {
 				if withTx {
 					wantSeq(t, tr.Calls(), []string{
 						"tx1 begin", "tx1 savepoint mb_sp_1", "tx1 rollback to mb_sp_1", "tx1 commit",
-						"tx2 begin", "tx2 commit",
-						"tx3 begin", "tx3 commit",
 					})
 				}
 			}
@@ -339,6 +359,7 @@ func TestNestedOuterFailsDiscardsAll(t *testing.T) {
 	tr := &mbtest.Transactor{}
 	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
+		touch(t, ctx)
 		noErr(t, mb.Emit(ctx, Note{"outer"}))
 		if _, err := mb.Send[Account](ctx, bus, GetAccountCmd{}); err != nil {
 			return Account{}, err
@@ -368,6 +389,7 @@ func TestNestedDeep(t *testing.T) {
 	type level struct{ N int }
 	errLevel2 := errors.New("level 2 fails")
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, l level) error {
+		touch(t, ctx)
 		noErr(t, mb.Emit(ctx, Note{fmt.Sprintf("level %d", l.N)}))
 		if l.N < 3 {
 			err := mb.Exec(ctx, bus, level{l.N + 1})
@@ -543,6 +565,7 @@ func TestFailingEventHandler(t *testing.T) {
 	mb.HandleCommand(bus, createAccount)
 	var eventID string
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error {
+		touch(t, ctx)
 		md, _ := mb.MetadataFrom(ctx)
 		eventID = md.ID
 		log.add("failing")
@@ -575,11 +598,8 @@ func TestFailingEventHandler(t *testing.T) {
 			t.Errorf("%q does not contain %q", he.Error(), s)
 		}
 	}
-	wantSeq(t, tr.Calls(), []string{
-		"tx1 begin", "tx1 commit",
-		"tx2 begin", "tx2 rollback",
-		"tx3 begin", "tx3 commit",
-	})
+	// Only the handler that used a transaction had one.
+	wantSeq(t, tr.Calls(), []string{"tx1 begin", "tx1 rollback"})
 }
 
 func TestPanickingEventHandler(t *testing.T) {
@@ -608,8 +628,11 @@ func TestEmitOutsideUnit(t *testing.T) {
 	wantErr(t, mb.BeforeCommit(context.Background(), func(context.Context) error { return nil }), mb.ErrNoUnitOfWork)
 	wantErr(t, mb.AfterCommit(context.Background(), func(context.Context) {}), mb.ErrNoUnitOfWork)
 	wantErr(t, mb.BeforeCommit(nilCtx, func(context.Context) error { return nil }), mb.ErrInvalidArgument)
-	if _, ok := mb.TxFrom(context.Background()); ok {
-		t.Fatal("TxFrom reports a transaction outside any unit")
+	if _, err := mb.TxFrom(context.Background()); !errors.Is(err, mb.ErrNoUnitOfWork) {
+		t.Fatalf("TxFrom outside any unit: %v, want ErrNoUnitOfWork", err)
+	}
+	if _, err := mb.TxFrom(nilCtx); !errors.Is(err, mb.ErrInvalidArgument) {
+		t.Fatalf("TxFrom(nil): %v, want ErrInvalidArgument", err)
 	}
 }
 
@@ -712,6 +735,7 @@ func TestBeforeCommitFailure(t *testing.T) {
 				noErr(t, mb.Emit(ctx, AccountCreated(c)))
 				noErr(t, mb.AfterCommit(ctx, func(context.Context) { t.Error("after-commit hook ran after a rollback") }))
 				return Account(c), mb.BeforeCommit(ctx, func(ctx context.Context) error {
+					touch(t, ctx) // the first use: the transaction begins here
 					if mode == "panic" {
 						panic(errHook)
 					}
@@ -806,11 +830,12 @@ func TestEventHandlerUnit(t *testing.T) {
 		return mb.Emit(ctx, Note{c.What})
 	})
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error {
+		touch(t, ctx)
 		noErr(t, mb.BeforeCommit(ctx, func(context.Context) error { log.add("event before-commit"); return nil }))
 		noErr(t, mb.AfterCommit(ctx, func(context.Context) { log.add("event after-commit") }))
 		return mb.Exec(ctx, bus, DoIt{"from event"})
 	})
-	mb.Subscribe(bus, func(ctx context.Context, e Note) error { log.add("note " + e.Text); return nil })
+	mb.Subscribe(bus, func(ctx context.Context, e Note) error { touch(t, ctx); log.add("note " + e.Text); return nil })
 	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{"u"})
 	noErr(t, err)
 	// Where the event handler's after-commit hook runs relative to the
@@ -818,17 +843,17 @@ func TestEventHandlerUnit(t *testing.T) {
 	// its own commit.
 	got := log.get()
 	i := slices.Index(got, "event after-commit")
-	if i < 0 || slices.Index(got, "tx2 commit") > i {
+	if i < 0 || slices.Index(got, "tx1 commit") > i {
 		t.Fatalf("after-commit hook missing or before the commit: %q", got)
 	}
 	got = slices.Delete(got, i, i+1)
+	// The command used no transaction, so it began none.
 	wantSeq(t, got, []string{
-		"tx1 begin", "tx1 commit",
-		"tx2 begin",
-		"tx2 savepoint mb_sp_1", "nested from event", "tx2 release mb_sp_1",
+		"tx1 begin",
+		"tx1 savepoint mb_sp_1", "nested from event", "tx1 release mb_sp_1",
 		"event before-commit",
-		"tx2 commit",
-		"tx3 begin", "note from event", "tx3 commit",
+		"tx1 commit",
+		"tx2 begin", "note from event", "tx2 commit",
 	})
 }
 
@@ -909,4 +934,67 @@ func TestNestedSendSameCommandType(t *testing.T) {
 			t.Errorf("step %d: correlation %q, want %q", n, inner.CorrelationID, mds[0].ID)
 		}
 	}
+}
+
+// Transactions begin on first use: units that never ask for one begin
+// none, and one that begins inside nested units sets their savepoints then.
+func TestLazyTransaction(t *testing.T) {
+	t.Parallel()
+	tr := &mbtest.Transactor{}
+	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	type level struct{ N int }
+	errDeep := errors.New("level 2 fails")
+	mb.HandleCommandNoResult(bus, func(ctx context.Context, l level) error {
+		switch l.N {
+		case 2: // the first and only user of the transaction
+			touch(t, ctx)
+			return errDeep
+		case 0, 1:
+			if err := mb.Exec(ctx, bus, level{l.N + 1}); l.N == 1 {
+				return err
+			}
+		}
+		return nil
+	})
+	mb.HandleCommand(bus, createAccount)
+	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { return nil })
+
+	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{"a"})
+	noErr(t, err)
+	if calls := tr.Calls(); len(calls) != 0 {
+		t.Fatalf("units that did not use a transaction began one: %q", calls)
+	}
+
+	noErr(t, mb.Exec(context.Background(), bus, level{0}))
+	wantSeq(t, tr.Calls(), []string{
+		"tx1 begin",
+		"tx1 savepoint mb_sp_1", // level 1, set when level 2 began the transaction
+		"tx1 savepoint mb_sp_2", // level 2
+		"tx1 rollback to mb_sp_2",
+		"tx1 rollback to mb_sp_1", // level 1 returned level 2's error
+		"tx1 commit",              // level 0 carried on
+	})
+}
+
+// TxFrom fails once the handler has returned, and on a bus without a
+// Transactor.
+func TestTxFromErrors(t *testing.T) {
+	t.Parallel()
+	tr := &mbtest.Transactor{}
+	bus := mb.New(mb.Options{Transactor: tr})
+	var kept context.Context
+	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error { kept = ctx; return nil })
+	noErr(t, mb.Exec(context.Background(), bus, DoIt{}))
+	if _, err := mb.TxFrom(kept); !errors.Is(err, mb.ErrNoUnitOfWork) {
+		t.Fatalf("TxFrom after the handler returned: %v", err)
+	}
+	if calls := tr.Calls(); len(calls) != 0 {
+		t.Fatalf("calls %q", calls)
+	}
+
+	plain := mb.New()
+	var txErr error
+	mb.HandleCommandNoResult(plain, func(ctx context.Context, c DoIt) error { _, txErr = mb.TxFrom(ctx); return nil })
+	noErr(t, mb.Exec(context.Background(), plain, DoIt{}))
+	wantErr(t, txErr, mb.ErrNoTransactor)
 }

@@ -44,6 +44,9 @@ type WelcomeEmailSent struct {
 var errNoUsername = errors.New("username is required")
 
 func createUser(ctx context.Context, cmd CreateUser) (User, error) {
+	if err := useDB(ctx); err != nil {
+		return User{}, err
+	}
 	if cmd.Username == "" {
 		return User{}, errNoUsername
 	}
@@ -51,6 +54,16 @@ func createUser(ctx context.Context, cmd CreateUser) (User, error) {
 		return User{}, err
 	}
 	return User{Username: cmd.Username, Email: cmd.Email}, nil
+}
+
+// useDB uses the transaction of ctx's unit of work, when the bus has a
+// Transactor, as a handler that writes to a database does: the
+// transaction begins on first use.
+func useDB(ctx context.Context) error {
+	if _, err := mb.TxFrom(ctx); err != nil && !errors.Is(err, mb.ErrNoTransactor) {
+		return err
+	}
+	return nil
 }
 
 func sendWelcomeEmail(ctx context.Context, e UserCreated) error {

@@ -99,9 +99,8 @@ func Record(bus *mb.Bus) *Recorder {
 // may record several buses. Attach panics if bus is nil.
 //
 // Like every event handler, the catch-all handler runs in a unit of work of
-// its own, so on a bus with a [mb.Transactor] each dispatched event begins
-// and commits one more transaction; and it runs inside the bus-wide
-// middleware, so middleware that rejects an event (mb.Validate, say) keeps
+// its own (it never asks for a transaction, so it begins none on a bus with
+// a [mb.Transactor]), and it runs inside the bus-wide middleware, so middleware that rejects an event (mb.Validate, say) keeps
 // it from being recorded and reports an error for handler
 // "mbtest.Recorder(0x...)" too. The recorder's middleware sits inside
 // the middleware given in [mb.Options.Middleware] and added with Use

@@ -56,15 +56,18 @@ func TestTransactorEventHandlersGetTheirOwn(t *testing.T) {
 	bus := mb.New(mb.Options{Transactor: tr})
 	var ids []int
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateUser) (User, error) {
-		tx, ok := mb.TxFrom(ctx)
-		if !ok {
-			return User{}, errors.New("no transaction")
+		tx, err := mb.TxFrom(ctx)
+		if err != nil {
+			return User{}, err
 		}
 		ids = append(ids, tx.(*mbtest.Tx).ID())
 		return createUser(ctx, c)
 	})
 	mb.Subscribe(bus, func(ctx context.Context, e UserCreated) error {
-		tx, _ := mb.TxFrom(ctx)
+		tx, err := mb.TxFrom(ctx)
+		if err != nil {
+			return err
+		}
 		ids = append(ids, tx.(*mbtest.Tx).ID())
 		return nil
 	})
@@ -102,8 +105,8 @@ func TestTransactorBeginErr(t *testing.T) {
 		t.Fatalf("Send error = %v, want %v", err, errBegin)
 	}
 	checkCalls(t, tr, "tx1 begin")
-	if n := len(rec.Handled()); n != 0 {
-		t.Errorf("%d handlers ran without a transaction", n)
+	if cmds := rec.Commands(); len(cmds) != 1 || !errors.Is(cmds[0].Err, errBegin) || cmds[0].Committed {
+		t.Errorf("commands = %+v, want the handler failing with the begin error", cmds)
 	}
 }
 
@@ -173,12 +176,12 @@ func TestTransactorOnCallAndReset(t *testing.T) {
 	bus := mb.New(mb.Options{Transactor: tr})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateUser) (User, error) {
 		log = append(log, "handler")
-		return User{}, nil
+		return User{}, useDB(ctx)
 	})
 	if _, err := mb.Send[User](ctx, bus, CreateUser{}); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"hook: tx1 begin", "handler", "hook: tx1 commit"}
+	want := []string{"handler", "hook: tx1 begin", "hook: tx1 commit"}
 	if !slices.Equal(log, want) {
 		t.Errorf("log = %q, want %q", log, want)
 	}
