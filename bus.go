@@ -335,3 +335,19 @@ func BusFrom(ctx context.Context) *Bus {
 	}
 	return nil
 }
+
+// subscribersOf returns the event handlers, registered now, that events
+// of the given types reach.
+func (b *Bus) subscribersOf(types []reflect.Type) []*entry {
+	var hs []*entry
+	r := b.reg.Load()
+	for _, s := range r.subs {
+		for _, t := range types {
+			if mayOverlap(s.msgType, t) {
+				hs = append(hs, s)
+				break
+			}
+		}
+	}
+	return hs
+}

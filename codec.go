@@ -9,6 +9,7 @@ import (
 	"maps"
 	"mime"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -332,6 +333,13 @@ func wireName(t reflect.Type) (string, error) {
 		return "", invalidMessage("%s.MessageName returns %q: %v", t, name, err)
 	}
 	return name, nil
+}
+
+// types returns the registered types, in no particular order.
+func (r *Registry) types() []reflect.Type {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return slices.Collect(maps.Keys(r.byType))
 }
 
 // Lookup returns the Go type registered under the message name, and

@@ -161,6 +161,10 @@ type ConsumerOptions struct {
 	DeadLetterTopic func(topic string) string
 	// Inbox, if set, is consulted inside each handler's unit of work so
 	// that a message delivered again has no second effect; see [Inbox].
+	// It keys handlings by handler name, so NewConsumer refuses event
+	// handlers of registered messages whose names were generated for
+	// function literals (see [WithName]); such a handler subscribed later
+	// fails its handlings with an error wrapping [ErrInvalidHandler].
 	Inbox Inbox
 	// DrainTimeout bounds the graceful drain when Run's context is
 	// cancelled. Zero means DefaultDrainTimeout (30s).
@@ -324,6 +328,13 @@ func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *Consume
 	for i, cd := range o.Codecs {
 		if cd == nil {
 			bad("ConsumerOptions.Codecs[%d] is nil; remove it", i)
+		}
+	}
+	if o.Inbox != nil && bus != nil && reg != nil {
+		for _, h := range bus.subscribersOf(reg.types()) {
+			if err := h.stableName(); err != nil {
+				bad("ConsumerOptions.Inbox: %w", err)
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -666,8 +677,11 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
 	var guard guardFunc
 	if c.o.Inbox != nil {
 		group, inbox, id, src := c.o.Group, c.o.Inbox, env.ID, env.Source
-		guard = func(ctx context.Context, handler string) (bool, error) {
-			return inbox.Claim(ctx, InboxKey{Group: group, Handler: handler, Source: src, MessageID: id})
+		guard = func(ctx context.Context, h *entry) (bool, error) {
+			if err := h.stableName(); err != nil {
+				return false, fmt.Errorf("mb: consumer: ConsumerOptions.Inbox: %w", err)
+			}
+			return inbox.Claim(ctx, InboxKey{Group: group, Handler: h.handler, Source: src, MessageID: id})
 		}
 	}
 	hctx, done := ctx, func(error) {}

@@ -3,6 +3,7 @@ package mb_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,5 +111,69 @@ func TestConsumerSubscribeFailFast(t *testing.T) {
 				t.Fatalf("Subscribe called %d times", n)
 			}
 		})
+	}
+}
+
+// A handler that runs under an inbox is keyed by its name; the generated
+// name of a closure ("pkg.f.func1") changes when code around it changes,
+// which would make every event look new after a deployment. NewConsumer
+// refuses it.
+func TestConsumerInboxRefusesGeneratedHandlerNames(t *testing.T) {
+	tr, reg := cxBroker(t)
+	inbox := mb.InboxFromClaimer(&mbmem.Inbox{})
+	closure := func(ctx context.Context, e CxOrderPlaced) error { return nil }
+
+	bus := mb.New()
+	mb.Subscribe(bus, closure)
+	_, err := mb.NewConsumer(bus, tr, reg, &mb.ConsumerOptions{Topic: "t", Group: cxGroup, Inbox: inbox})
+	wantErr(t, err, mb.ErrInvalidHandler)
+	if !strings.Contains(err.Error(), "WithName") || !strings.Contains(err.Error(), ".func") {
+		t.Fatalf("error %q does not name the handler and the fix", err)
+	}
+	// An interface subscription that receives consumed events counts too.
+	bus = mb.New()
+	mb.Subscribe(bus, func(ctx context.Context, e any) error { return nil })
+	_, err = mb.NewConsumer(bus, tr, reg, &mb.ConsumerOptions{Topic: "t", Group: cxGroup, Inbox: inbox})
+	wantErr(t, err, mb.ErrInvalidHandler)
+
+	// Named, or without an inbox, or for events the registry does not
+	// know: fine.
+	bus = mb.New()
+	mb.Subscribe(bus, closure, mb.WithName("billing.charge"))
+	mb.Subscribe(bus, func(ctx context.Context, e CxAudited) error { return nil })
+	newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: "t", Group: cxGroup, Inbox: inbox})
+	bus = mb.New()
+	mb.Subscribe(bus, closure)
+	newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: "t", Group: cxGroup})
+}
+
+// A handler with a generated name subscribed after the consumer was
+// created fails its handlings instead of being keyed by that name.
+func TestConsumerInboxRefusesLateGeneratedName(t *testing.T) {
+	const topic = "cx.order.placed"
+	tr, reg := cxBroker(t, topic)
+	bus := mb.New()
+	var log errLog
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(&mbmem.Inbox{}),
+		MaxAttempts: 3, ErrorHandler: log.handle})
+	ran := false
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error { ran = true; return nil })
+	stop := mbtest.RunConsumer(t, context.Background(), c)
+	pub, _ := mb.NewPublisher(tr, reg, nil)
+	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the failure reported", func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return len(log.errs) > 0
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if ran || !errors.Is(log.errs[0], mb.ErrInvalidHandler) {
+		t.Fatalf("handler ran %v; reported %v", ran, log.errs)
 	}
 }

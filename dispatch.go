@@ -123,7 +123,7 @@ func (b *Bus) runConcurrently(ctx context.Context, frames []frame, hs []*entry, 
 // guardFunc runs inside an event handler's unit of work, before the handler
 // and its middleware, with the handler's context. It reports false to skip
 // the handler (the unit then commits, counting as a success).
-type guardFunc func(ctx context.Context, handler string) (bool, error)
+type guardFunc func(ctx context.Context, h *entry) (bool, error)
 
 // runEvent runs one event handler in its own unit of work and returns the
 // events it emitted, or its failure as a *HandlerError. guard, if not nil,
@@ -137,7 +137,7 @@ func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord
 	f.Context, f.e, f.rec = ctx, h, rec
 	run, err := true, error(nil)
 	if guard != nil {
-		run, err = callGuard(f, guard, h.handler)
+		run, err = callGuard(f, guard, h)
 	}
 	if err == nil && run {
 		if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
@@ -159,13 +159,13 @@ func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord
 	}
 }
 
-func callGuard(ctx context.Context, g guardFunc, handler string) (ok bool, err error) {
+func callGuard(ctx context.Context, g guardFunc, h *entry) (ok bool, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			ok, err = false, newPanicError(p)
 		}
 	}()
-	return g(ctx, handler)
+	return g(ctx, h)
 }
 
 // incoming is the identity of an event that arrived from a transport.

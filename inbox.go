@@ -15,7 +15,7 @@ type InboxKey struct {
 	// Handler is the handler name: the name given with [WithName] or the
 	// Go function name. Give handlers of consumed events a stable name
 	// with WithName: a function name changes when code is refactored, and
-	// closures get generated names.
+	// a [Consumer] refuses the names generated for function literals.
 	Handler string
 	// Source is the message's CloudEvents source. CloudEvents makes an id
 	// unique per source only, so two producers may send different events

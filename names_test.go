@@ -92,3 +92,29 @@ func TestBusFrom(t *testing.T) {
 	_, err := mb.Send[Account](context.Background(), mb.BusFrom(context.Background()), CreateAccount{})
 	wantErr(t, err, mb.ErrInvalidArgument)
 }
+
+type nameSvc struct{}
+
+func (nameSvc) Handle(ctx context.Context, e Note) error { return nil }
+
+func (*nameSvc) Create(ctx context.Context, c CreateAccount) (Account, error) { return Account(c), nil }
+
+// Method values are named after the method, without the compiler's "-fm".
+func TestDefaultNameOfMethodValue(t *testing.T) {
+	t.Parallel()
+	bus := mb.New()
+	var names []string
+	bus.Use(func(next mb.Handler) mb.Handler {
+		return mb.HandlerFunc(func(ctx context.Context, msg *mb.Message) (any, error) {
+			names = append(names, msg.Handler)
+			return next.Handle(ctx, msg)
+		})
+	})
+	svc := &nameSvc{}
+	mb.Subscribe(bus, nameSvc{}.Handle)
+	mb.HandleCommand(bus, svc.Create)
+	noErr(t, mb.Publish(context.Background(), bus, Note{}))
+	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{})
+	noErr(t, err)
+	wantSeq(t, names, []string{"mb_test.nameSvc.Handle", "mb_test.(*nameSvc).Create"})
+}

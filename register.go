@@ -18,6 +18,7 @@ type entry struct {
 	name       string       // message name ("" for interface subscriptions)
 	handler    string       // handler name
 	fnName     string       // the Go function name
+	named      bool         // the name was given with WithName
 	resultType reflect.Type // commands and queries: what the handler returns
 	fnID       uintptr      // identity of the handler func value
 	fn         any          // the typed handler func, for the fast path
@@ -58,8 +59,12 @@ type optionFunc func(*handlerConfig)
 
 func (f optionFunc) apply(c *handlerConfig) { f(c) }
 
-// WithName names the handler in errors, logs and telemetry. The default is
-// the Go function name.
+// WithName names the handler in errors, logs, telemetry and [InboxKey]s.
+// The default is the Go function name without its package path, such as
+// "billing.chargeCard" or, for a method value, "billing.(*Service).Charge".
+// Function literals get names the compiler generates ("billing.New.func1"),
+// which change when the code around them does: a [Consumer] with an Inbox
+// refuses event handlers named that way, and they need WithName.
 func WithName(name string) HandlerOption {
 	return optionFunc(func(c *handlerConfig) { c.name = name })
 }
@@ -77,17 +82,41 @@ func funcID[F any](fn F) uintptr {
 	return uintptr(*(*unsafe.Pointer)(unsafe.Pointer(&fn)))
 }
 
+// funcName returns the name of fn as package.Function (or
+// package.(*Type).Method for a method value), without the package path.
 func funcName(fn any) string {
 	f := runtime.FuncForPC(reflect.ValueOf(fn).Pointer())
 	if f == nil {
 		return "?"
 	}
-	name := f.Name()
-	// Trim the package path, keep package.Function.
+	name := strings.TrimSuffix(f.Name(), "-fm") // the wrapper of a method value
 	if i := strings.LastIndex(name, "/"); i >= 0 {
 		name = name[i+1:]
 	}
 	return name
+}
+
+// generatedName reports whether name, a funcName, is one the compiler
+// made up for a function literal ("pkg.f.func1", "pkg.f.func2.1",
+// "pkg.glob..func1"): it depends on the order of the literals around it,
+// so it changes when the code does.
+func generatedName(name string) bool {
+	for part := range strings.SplitSeq(name, ".") {
+		if n, ok := strings.CutPrefix(part, "func"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// stableName returns an error wrapping ErrInvalidHandler when e's name is
+// generated for a function literal: such a name must not key an inbox.
+func (e *entry) stableName() error {
+	if e.named || !generatedName(e.handler) {
+		return nil
+	}
+	return fmt.Errorf("%w: the %s handler %s for %s has a name the compiler generated for a function literal, which changes when the code around it does; an inbox keys what each handler has handled by its name, so give it a stable one with WithName",
+		ErrInvalidHandler, e.kind, e.handler, e.msgType)
 }
 
 func newEntry[M, F any](bus *Bus, kind Kind, fn F, opts []HandlerOption) (*entry, error) {
@@ -122,7 +151,7 @@ func newEntry[M, F any](bus *Bus, kind Kind, fn F, opts []HandlerOption) (*entry
 		}
 	}
 	if cfg.name != "" {
-		e.handler = cfg.name
+		e.handler, e.named = cfg.name, true
 	}
 	e.own = cfg.mw
 	return e, nil
