@@ -126,8 +126,9 @@ func (b *Bus) runConcurrently(ctx context.Context, frames []frame, hs []*entry, 
 type guardFunc func(ctx context.Context, h *entry) (bool, error)
 
 // runEvent runs one event handler in its own unit of work and returns the
-// events it emitted, or its failure as a *HandlerError. guard, if not nil,
-// may skip the handler.
+// events it emitted, or its failure as a *HandlerError with the events
+// that are dispatched even so (DispatchOnRollback). guard, if not nil, may
+// skip the handler.
 func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord, guard guardFunc) ([]*eventRecord, error) {
 	if d := b.opts.EventTimeout; d > 0 {
 		var cancel context.CancelFunc
@@ -153,7 +154,7 @@ func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord
 		}
 		return evs, nil
 	}
-	return nil, &HandlerError{
+	return evs, &HandlerError{
 		Kind: KindEvent, Message: rec.et.info.name, Handler: h.handler,
 		MessageID: rec.meta.ID(), Err: err,
 	}

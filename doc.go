@@ -18,6 +18,12 @@
 //   - DedupKey() string: events of one type with the same key are
 //     dispatched once per cascade (see below).
 //   - Validate() error: checked by the [Validate] middleware.
+//   - DispatchOnRollback() bool: an event for which it returns true is
+//     dispatched even when the unit of work that emitted it rolls back
+//     (an audit entry, a failed-login counter); other events are
+//     discarded then.
+//   - PartitionKey() string: messages with the same key are delivered in
+//     order across processes.
 //
 // # Commands
 //
@@ -66,8 +72,10 @@
 //     hooks registered with [AfterCommit] run.
 //
 // A failure or panic before the commit rolls everything back: the
-// transaction is rolled back, the events are discarded and Send returns the
-// original error (a panic becomes an error wrapping [ErrPanic]).
+// transaction is rolled back, the events are discarded (but for those whose
+// DispatchOnRollback method returns true, which are dispatched in emission
+// order) and Send returns the original error (a panic becomes an error
+// wrapping [ErrPanic]).
 //
 // A Send from inside a handler joins the unit of work of that handler. If
 // the inner handler fails, only what it recorded is discarded (and, with a

@@ -318,3 +318,72 @@ func ExampleBeforeCommit() {
 	// after commit
 	// <nil>
 }
+
+type LogIn struct{ Username, Password string }
+
+// LoginRejected is recorded even though the command that emits it fails.
+type LoginRejected struct{ Username string }
+
+// DispatchOnRollback makes the event outlive the rollback of its unit.
+func (LoginRejected) DispatchOnRollback() bool { return true }
+
+type SessionStarted struct{ Username string }
+
+var errWrongPassword = errors.New("wrong password")
+
+// Events whose type has a DispatchOnRollback method returning true are
+// dispatched even when their unit of work rolls back (an audit entry, a
+// failed-login counter); the others are discarded.
+func ExampleEmit_dispatchOnRollback() {
+	bus := mb.New()
+	mb.HandleCommandNoResult(bus, func(ctx context.Context, c LogIn) error {
+		if c.Password != "secret" {
+			if err := mb.Emit(ctx, LoginRejected{c.Username}); err != nil {
+				return err
+			}
+			return errWrongPassword
+		}
+		return mb.Emit(ctx, SessionStarted{c.Username})
+	})
+	mb.Subscribe(bus, func(ctx context.Context, e LoginRejected) error {
+		fmt.Println("count failed login of", e.Username)
+		return nil
+	})
+	mb.Subscribe(bus, func(ctx context.Context, e SessionStarted) error {
+		fmt.Println("session for", e.Username)
+		return nil
+	})
+
+	err := mb.Exec(context.Background(), bus, LogIn{"me", "guess"})
+	fmt.Println("error:", err)
+	err = mb.Exec(context.Background(), bus, LogIn{"me", "secret"})
+	fmt.Println("error:", err)
+	// Output:
+	// count failed login of me
+	// error: wrong password
+	// session for me
+	// error: <nil>
+}
+
+// A Clone shares the original's handlers but not what is registered on
+// it afterwards: a test adds a handler without touching the shared bus.
+func ExampleBus_Clone() {
+	bus := mb.New()
+	mb.Subscribe(bus, func(ctx context.Context, e UserCreated) error {
+		fmt.Println("welcome", e.Username)
+		return nil
+	}, mb.WithName("welcome"))
+
+	testBus := bus.Clone()
+	mb.Subscribe(testBus, func(ctx context.Context, e UserCreated) error {
+		fmt.Println("test saw", e.Username)
+		return nil
+	}, mb.WithName("spy"))
+
+	_ = mb.Publish(context.Background(), testBus, UserCreated{"me"})
+	_ = mb.Publish(context.Background(), bus, UserCreated{"you"})
+	// Output:
+	// welcome me
+	// test saw me
+	// welcome you
+}

@@ -295,7 +295,8 @@ func iterate[T any](seq iter.Seq2[T, error], yield func(T, error) bool) {
 
 // Emit records events in the unit of work of ctx. They are dispatched to
 // their handlers after the unit commits, in the order they were first
-// emitted, and discarded if it rolls back. Events are struct values; Emit
+// emitted, and discarded if it rolls back, except for events whose
+// DispatchOnRollback method returns true: those are dispatched either way. Events are struct values; Emit
 // records all of them or, if one is invalid (nil, not a struct, a pointer),
 // none and returns an error wrapping ErrInvalidMessage.
 //

@@ -209,6 +209,7 @@ type eventRecord struct {
 	reg   *registry
 	key   string
 	keyed bool
+	keep  bool // dispatched even if its unit rolls back
 	depth int
 	owner *frame
 	meta  meta
@@ -355,7 +356,7 @@ func (f *frame) finishNested(x *frameExt, err error) error {
 func (u *unit) discard(f *frame) []hook {
 	evs := u.events[:0]
 	for _, e := range u.events {
-		if !within(e.owner, f) {
+		if e.keep || !within(e.owner, f) {
 			evs = append(evs, e)
 		}
 	}
@@ -416,9 +417,10 @@ func callHook(ctx context.Context, fn func(context.Context) error) (err error) {
 
 // endUnit ends the unit rooted at f after its handler returned err: on
 // success it prepares and commits and returns what the unit recorded; on
-// failure it rolls back and returns the handler's error (or the first
-// failure of prepare or commit, joined with a rollback error if any). x
-// is f's extension as the caller loaded it, nil if there was none yet.
+// failure it rolls back and returns the events that are dispatched even
+// then (DispatchOnRollback) and the handler's error (or the first failure
+// of prepare or commit, joined with a rollback error if any). x is f's
+// extension as the caller loaded it, nil if there was none yet.
 func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) {
 	if x == nil {
 		// The handler recorded nothing and there is no transaction: the
@@ -451,24 +453,37 @@ func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) 
 		err = errors.Join(err, txErr)
 	}
 	if err != nil {
-		_, hooks := u.close()
+		evs, hooks := u.close()
 		if tx != nil {
 			if rerr := tx.Rollback(ctx); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("mb: rollback: %w", rerr))
 			}
 		}
 		f.bus().runRollback(ctx, hooks)
-		return nil, nil, err
+		return kept(evs), nil, err
 	}
 	if tx != nil {
 		if cerr := tx.Commit(ctx); cerr != nil {
-			_, hooks := u.close()
+			evs, hooks := u.close()
 			f.bus().runRollback(ctx, hooks)
-			return nil, nil, fmt.Errorf("mb: commit: %w", cerr)
+			return kept(evs), nil, fmt.Errorf("mb: commit: %w", cerr)
 		}
 	}
 	evs, hooks := u.close()
 	return evs, hooks, nil
+}
+
+// kept returns the events among evs that are dispatched even though their
+// unit rolled back, in order.
+func kept(evs []*eventRecord) []*eventRecord {
+	out := evs[:0]
+	for _, e := range evs {
+		if e.keep {
+			out = append(out, e)
+		}
+	}
+	clear(evs[len(out):])
+	return out
 }
 
 // finishRoot ends the unit of a command sent from outside any handler and
@@ -477,6 +492,9 @@ func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) 
 func (f *frame) finishRoot(x *frameExt, err error) error {
 	evs, hooks, err := f.endUnit(x, err)
 	if err != nil {
+		if len(evs) > 0 {
+			f.bus().dispatch(context.WithoutCancel(f.Context), evs, nil, nil)
+		}
 		return err
 	}
 	if len(evs) > 0 || len(hooks) > 0 {
@@ -561,7 +579,11 @@ func newRecords(b *Bus, events []any, cause *meta) ([]eventRecord, error) {
 	// Keys are computed once all events are known to be valid: DedupKey is
 	// the user's code.
 	for i := range recs {
-		recs[i].key, recs[i].keyed = dedupKey(recs[i].value)
+		r := &recs[i]
+		r.key, r.keyed = dedupKey(r.value)
+		if k, ok := r.value.(interface{ DispatchOnRollback() bool }); ok {
+			r.keep = k.DispatchOnRollback()
+		}
 	}
 	return recs, nil
 }
