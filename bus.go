@@ -1,6 +1,7 @@
 package mb
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -335,9 +336,11 @@ func (b *Bus) update(fn func(r *registry) error) error {
 	return nil
 }
 
-// handlersFor returns the event handlers for events of concrete type t, in
-// registration order: those subscribed to t itself and those subscribed to an
-// interface that t implements. A handler reachable more than once runs once.
+// handlersFor returns the event handlers for events of concrete type t:
+// those subscribed to t itself and those subscribed to an interface that t
+// implements, by ascending priority, then t's own before interfaces before
+// any, then in registration order. A handler reachable more than once runs
+// once.
 func (r *registry) handlersFor(t reflect.Type) []*entry {
 	var hs []*entry
 	for _, s := range r.subs {
@@ -355,7 +358,22 @@ func (r *registry) handlersFor(t reflect.Type) []*entry {
 			hs = append(hs, s)
 		}
 	}
+	slices.SortStableFunc(hs, func(a, b *entry) int {
+		return cmp.Or(cmp.Compare(a.priority, b.priority), cmp.Compare(subscriptionClass(a.msgType), subscriptionClass(b.msgType)))
+	})
 	return hs
+}
+
+// subscriptionClass orders handlers of equal priority: 0 for a struct
+// type, 1 for an interface with methods, 2 for any.
+func subscriptionClass(t reflect.Type) int {
+	switch {
+	case t.Kind() != reflect.Interface:
+		return 0
+	case t.NumMethod() > 0:
+		return 1
+	}
+	return 2
 }
 
 // BusFrom returns the bus whose handler ctx belongs to, or nil outside any

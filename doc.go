@@ -53,8 +53,12 @@
 // An event records that something happened. [Subscribe] registers a handler
 // for one event type; subscribing to an interface type receives every event
 // whose type implements it, and subscribing to any receives all events.
-// Handlers run in registration order, and a function subscribed twice runs
-// once. An event with no handler is fine.
+// Handlers run by ascending [WithPriority] (0 by default); among equal
+// priorities, those of the event's own type run first, then those
+// subscribed to an interface, then those subscribed to any (the order of a
+// class before its base classes), each in registration order. A function
+// subscribed twice runs once; two different handlers that one event
+// reaches must have different names. An event with no handler is fine.
 //
 // Inside a command or event handler, [Emit] records events in the current
 // unit of work; [Publish] dispatches events from outside any handler.

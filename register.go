@@ -19,6 +19,7 @@ type entry struct {
 	handler    string       // handler name
 	fnName     string       // the Go function name
 	named      bool         // the name was given with WithName
+	priority   int          // event handlers: lower runs first
 	resultType reflect.Type // commands and queries: what the handler returns
 	fnID       uintptr      // identity of the handler func value
 	fn         any          // the typed handler func, for the fast path
@@ -51,8 +52,10 @@ type HandlerOption interface {
 }
 
 type handlerConfig struct {
-	name string
-	mw   []Middleware
+	name        string
+	mw          []Middleware
+	priority    int
+	hasPriority bool
 }
 
 type optionFunc func(*handlerConfig)
@@ -67,6 +70,18 @@ func (f optionFunc) apply(c *handlerConfig) { f(c) }
 // refuses event handlers named that way, and they need WithName.
 func WithName(name string) HandlerOption {
 	return optionFunc(func(c *handlerConfig) { c.name = name })
+}
+
+// WithPriority orders the handlers of one event: they run by ascending
+// priority (the default is 0, negative values run earlier). Among handlers
+// of equal priority, those subscribed to the event's own type run first,
+// then those subscribed to an interface it implements, then those
+// subscribed to any, each group in registration order. With
+// [Options.EventConcurrency] above one, the order is the order in which
+// handlers start. WithPriority applies to event handlers only; other
+// registrations refuse it with an error wrapping [ErrInvalidHandler].
+func WithPriority(n int) HandlerOption {
+	return optionFunc(func(c *handlerConfig) { c.priority, c.hasPriority = n, true })
 }
 
 // WithMiddleware wraps this handler only, inside the bus-wide middleware,
@@ -153,6 +168,10 @@ func newEntry[M, F any](bus *Bus, kind Kind, fn F, opts []HandlerOption) (*entry
 	if cfg.name != "" {
 		e.handler, e.named = cfg.name, true
 	}
+	if cfg.hasPriority && kind != KindEvent {
+		return nil, fmt.Errorf("%w: WithPriority orders event handlers; the %s handler for %s has no others to run before or after", ErrInvalidHandler, kind, t)
+	}
+	e.priority = cfg.priority
 	e.own = cfg.mw
 	return e, nil
 }
@@ -288,11 +307,16 @@ func HandleStreamSafely[Q, T any](bus *Bus, h func(ctx context.Context, q Q) ite
 	return bus.addSingle(e)
 }
 
-// Subscribe registers h as a handler of events of type E, after the handlers
-// registered before it. E is either a struct type, or an interface type: the
-// handler then receives every event whose type implements E, and with E =
-// any it receives every event. Subscribing the very same function value
-// twice is allowed; it still runs once per event.
+// Subscribe registers h as a handler of events of type E. E is either a
+// struct type, or an interface type: the handler then receives every event
+// whose type implements E, and with E = any it receives every event.
+// Subscribing the very same function value twice is allowed; it still runs
+// once per event.
+//
+// The handlers of an event run by ascending [WithPriority] (0 by default);
+// among equal priorities, handlers of the event's own type run first, then
+// those subscribed to an interface, then those subscribed to any, each in
+// registration order.
 //
 // Handlers that one event can reach must have distinct names (the name
 // given with [WithName], or the Go function name): the name keys an
