@@ -4,13 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,10 +118,13 @@ type ConsumerOptions struct {
 	Concurrency int
 	// BatchSize is the most messages asked of the driver per Receive.
 	// Zero means max(Concurrency, 10). Up to about two batches wait
-	// locally for a worker (one queued, one being handed over); with slow
-	// handlers keep 2 × BatchSize × handling time / Concurrency below the
-	// broker's redelivery timeout (ClaimMinIdle for Redis Streams), or
-	// waiting messages are redelivered to another consumer meanwhile.
+	// locally for a worker (one queued, one being handed over). With a
+	// driver that declares Capabilities.Extend (Redis Streams), the
+	// consumer keeps every message it holds, waiting or being handled,
+	// held at the broker. With other drivers that redeliver after a
+	// timeout, keep 2 × BatchSize × handling time / Concurrency below that
+	// timeout, or waiting messages are redelivered to another consumer
+	// meanwhile.
 	BatchSize int
 	// MaxAttempts is how many times a message is handled before it is
 	// dead-lettered. Zero means DefaultMaxAttempts (5).
@@ -216,6 +215,12 @@ type ConsumerOptions struct {
 // counted in memory per message, by source and id, when the broker does
 // not count), and happen in process otherwise. Without an Inbox, a retry runs every
 // handler of the message again, including those that succeeded before.
+//
+// A message is held from the moment it is received until it is settled;
+// for drivers that declare Capabilities.Extend, the consumer keeps it held
+// at the broker ([mbdriver.Extender]) so that a slow handler's message is
+// not delivered to another consumer meanwhile, nor counted as another
+// delivery attempt.
 //
 // Create one with [NewConsumer] and call Run once. Its methods are safe
 // for concurrent use.
@@ -389,39 +394,6 @@ func (c *Consumer) report(ctx context.Context, err error) {
 	c.onError(ctx, err)
 }
 
-// delivery is one received message on its way through the consumer.
-type delivery struct {
-	msg   *mbdriver.Message
-	rcv   mbdriver.Receiver
-	topic string         // the subscription's topic, for messages without Topic
-	acks  chan *delivery // the receiver's acker
-}
-
-func (d *delivery) sourceTopic() string {
-	if d.msg.Topic != "" {
-		return d.msg.Topic
-	}
-	return d.topic
-}
-
-// partitionKey returns the message's partition key: the driver's, or the
-// envelope's "ce-partitionkey" header.
-func partitionKey(m *mbdriver.Message) string {
-	if m.PartitionKey != "" {
-		return m.PartitionKey
-	}
-	const header = headerPrefix + attrPartitionKey
-	if k, ok := m.Headers[header]; ok {
-		return k
-	}
-	for k, v := range m.Headers {
-		if len(k) == len(header) && strings.EqualFold(k, header) {
-			return v
-		}
-	}
-	return ""
-}
-
 // Run subscribes to the topics and handles messages until ctx is done or
 // receiving fails for good. It may be called once per Consumer.
 //
@@ -455,99 +427,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return errors.New("mb: Consumer.Run called twice; create a Consumer per Run")
 	}
 	var rcvs []mbdriver.Receiver
-	closeAll := func() error {
-		var errs []error
-		for _, r := range rcvs {
-			if err := r.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("mb: consumer: close receiver: %w", err))
-			}
-		}
-		return errors.Join(errs...)
-	}
 	for _, t := range c.topics {
 		r, err := c.subscribe(ctx, t)
 		if err != nil || r == nil {
-			return errors.Join(err, closeAll())
+			return errors.Join(err, closeReceivers(rcvs))
 		}
 		rcvs = append(rcvs, r)
 	}
+	return c.serve(ctx, rcvs)
+}
 
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	// The channels hold up to one batch beyond the messages being
-	// handled, so that the receiver can fetch the next batch while the
-	// workers are busy and hands a batch over without waiting for a worker
-	// per message.
-	n := c.o.Concurrency
-	keyed := make([]chan *delivery, n)
-	free := make(chan *delivery, c.o.BatchSize)
-	var abandoned atomic.Int64
-	var workers sync.WaitGroup
-	for i := range keyed {
-		keyed[i] = make(chan *delivery, max(1, c.o.BatchSize/n))
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			c.work(workCtx, keyed[i], free, &abandoned)
-		}()
-	}
-
-	recvCtx, stopRecv := context.WithCancel(ctx)
-	defer stopRecv()
-	// One acker per receiver batches the acks of handled messages.
-	ackChans := make([]chan *delivery, len(rcvs))
-	var ackers sync.WaitGroup
-	for i, r := range rcvs {
-		ackChans[i] = make(chan *delivery, 2*c.o.BatchSize)
-		ackers.Add(1)
-		go func() {
-			defer ackers.Done()
-			c.runAcker(ctx, r, ackChans[i])
-		}()
-	}
-	var fatalMu sync.Mutex
-	var fatal []error
-	var receivers sync.WaitGroup
-	for i, r := range rcvs {
-		receivers.Add(1)
-		go func() {
-			defer receivers.Done()
-			if err := c.receive(recvCtx, r, c.topics[i], keyed, free, ackChans[i]); err != nil {
-				fatalMu.Lock()
-				fatal = append(fatal, err)
-				fatalMu.Unlock()
-				stopRecv()
-			}
-		}()
-	}
-	receivers.Wait()
-	for _, ch := range keyed {
-		close(ch)
-	}
-	close(free)
-
-	done := make(chan struct{})
-	go func() {
-		workers.Wait()
-		close(done)
-	}()
-	timer := time.NewTimer(c.o.DrainTimeout)
-	timedOut := false
-	select {
-	case <-done:
-	case <-timer.C:
-		timedOut = true
-		cancelWork()
-		<-done
-	}
-	timer.Stop()
-	for _, ch := range ackChans {
-		close(ch)
-	}
-	ackers.Wait()
-	errs := append(fatal, closeAll())
-	if k := abandoned.Load(); k > 0 || timedOut {
-		errs = append(errs, fmt.Errorf("mb: consumer: drain timed out after %v: %d message(s) abandoned unfinished and nacked for redelivery", c.o.DrainTimeout, k))
+func closeReceivers(rcvs []mbdriver.Receiver) error {
+	var errs []error
+	for _, r := range rcvs {
+		if err := r.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("mb: consumer: close receiver: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -578,355 +473,4 @@ func (c *Consumer) subscribe(ctx context.Context, topic string) (mbdriver.Receiv
 			return nil, nil
 		}
 	}
-}
-
-// receive runs the receive loop of one receiver until ctx is done (nil) or
-// a non-retryable error (returned).
-func (c *Consumer) receive(ctx context.Context, r mbdriver.Receiver, topic string, keyed []chan *delivery, free chan *delivery, acks chan *delivery) error {
-	failures := 0
-	for {
-		msgs, err := r.Receive(ctx, c.o.BatchSize)
-		if ctx.Err() != nil {
-			// Stopping: give back anything received at the last moment.
-			c.nack(ctx, r, msgs, 0)
-			return nil
-		}
-		if err != nil {
-			if errors.Is(err, mbdriver.ErrClosed) || !c.retryable(err) {
-				return fmt.Errorf("mb: consumer: receive from %q: %w", topic, err)
-			}
-			failures++
-			c.report(ctx, fmt.Errorf("mb: consumer: receive from %q failed (will retry): %w", topic, err))
-			if sleepCtx(ctx, c.o.ReconnectBackoff.Delay(failures)) != nil {
-				return nil
-			}
-			continue
-		}
-		failures = 0
-		ds := make([]delivery, len(msgs)) // one allocation per batch
-		for i, m := range msgs {
-			if m == nil {
-				continue
-			}
-			d := &ds[i]
-			*d = delivery{msg: m, rcv: r, topic: topic, acks: acks}
-			ch := free
-			if k := partitionKey(m); k != "" {
-				h := fnv.New32a()
-				h.Write([]byte(k))
-				ch = keyed[h.Sum32()%uint32(len(keyed))]
-			}
-			select {
-			case ch <- d:
-			case <-ctx.Done():
-				c.nack(ctx, r, msgs[i:], 0)
-				return nil
-			}
-		}
-	}
-}
-
-// work is one worker: it handles the messages of its own channel (one
-// partition of the keys) and of the shared one until both are closed.
-func (c *Consumer) work(ctx context.Context, own, free chan *delivery, abandoned *atomic.Int64) {
-	for own != nil || free != nil {
-		var d *delivery
-		var ok bool
-		select {
-		case d, ok = <-own:
-			if !ok {
-				own = nil
-				continue
-			}
-		case d, ok = <-free:
-			if !ok {
-				free = nil
-				continue
-			}
-		}
-		if ctx.Err() != nil {
-			// The drain timed out: return the rest unhandled.
-			abandoned.Add(1)
-			c.nack(ctx, d.rcv, []*mbdriver.Message{d.msg}, 0)
-			continue
-		}
-		if !c.handle(ctx, d) {
-			abandoned.Add(1)
-		}
-	}
-}
-
-// handle decodes and dispatches one message and settles it: ack, nack for
-// a retry, or dead-letter. It reports false if it was abandoned because
-// ctx was cancelled.
-func (c *Consumer) handle(ctx context.Context, d *delivery) bool {
-	m := d.msg
-	var env Envelope
-	err := env.fromHeaders(m.Headers, m.Body)
-	var v any
-	if err == nil {
-		v, err = c.reg.Decode(&env, c.codecFor(env.DataContentType))
-	}
-	if err != nil {
-		now := time.Now().UTC()
-		err = fmt.Errorf("mb: consumer: cannot decode message %q from %q: %w", m.ID, d.sourceTopic(), err)
-		c.deadLetter(ctx, d, err, 1, now, now)
-		return true
-	}
-	in := incoming{id: env.ID, correlation: env.CorrelationID, causation: env.CausationID, source: env.Source, extensions: env.Extensions}
-	var guard guardFunc
-	if c.o.Inbox != nil {
-		group, inbox, id, src := c.o.Group, c.o.Inbox, env.ID, env.Source
-		guard = func(ctx context.Context, h *entry) (bool, error) {
-			if err := h.stableName(); err != nil {
-				return false, fmt.Errorf("mb: consumer: ConsumerOptions.Inbox: %w", err)
-			}
-			return inbox.Claim(ctx, InboxKey{Group: group, Handler: h.handler, Source: src, MessageID: id})
-		}
-	}
-	hctx, done := ctx, func(error) {}
-	if c.o.OnReceive != nil {
-		e := new(Envelope) // the hook may keep its own copy only
-		*e = env
-		hctx, done = c.receiveHook(ctx, e)
-	}
-	redeliver := c.caps.Redelivery && !c.caps.AtMostOnce
-	fkey := env.Source + "\x00" + env.ID // ids are unique per source
-	for k := 1; ; k++ {
-		errs := c.bus.dispatchIncoming(hctx, v, in, guard)
-		if len(errs) == 0 {
-			c.forget(fkey)
-			c.ack(ctx, d)
-			done(nil)
-			return true
-		}
-		herr := errors.Join(errs...)
-		if allInFlight(errs) {
-			// A redelivery overtook a handling still in progress: it may
-			// yet fail, so this copy is neither acked nor a failure. Try
-			// again shortly; by then the other has committed (this copy
-			// is skipped) or given up (this copy runs).
-			if again, result := c.later(ctx, d, c.o.Backoff.Min, redeliver); !again {
-				done(herr)
-				return result
-			}
-			continue
-		}
-		st := c.fail(fkey)
-		attempt := st.count
-		if m.Attempt > 0 {
-			attempt = m.Attempt + k - 1
-		}
-		if attempt >= c.o.MaxAttempts {
-			c.forget(fkey)
-			c.deadLetter(ctx, d, fmt.Errorf("mb: consumer: %s %q from %q failed %d times: %w", env.Type, env.ID, d.sourceTopic(), attempt, herr), attempt, st.first, st.last)
-			done(herr)
-			return true
-		}
-		c.report(ctx, fmt.Errorf("mb: consumer: %s %q from %q failed (attempt %d of %d, will retry): %w", env.Type, env.ID, d.sourceTopic(), attempt, c.o.MaxAttempts, herr))
-		if again, result := c.later(ctx, d, c.o.Backoff.Delay(attempt), redeliver); !again {
-			done(herr)
-			return result
-		}
-	}
-}
-
-// later sets d's message up for another try after delay: through the
-// broker (a nack with the delay) when it redelivers, otherwise by waiting
-// here. It reports whether handle should try again itself, and if not,
-// handle's result: false when ctx was cancelled (the message is nacked
-// for redelivery at once and counts as abandoned).
-func (c *Consumer) later(ctx context.Context, d *delivery, delay time.Duration, redeliver bool) (again, result bool) {
-	msgs := []*mbdriver.Message{d.msg}
-	switch {
-	case ctx.Err() != nil:
-		c.nack(ctx, d.rcv, msgs, 0)
-		return false, false
-	case redeliver:
-		c.nack(ctx, d.rcv, msgs, delay)
-		return false, true
-	}
-	if sleepCtx(ctx, delay) != nil {
-		c.nack(ctx, d.rcv, msgs, 0)
-		return false, false
-	}
-	return true, false
-}
-
-// allInFlight reports whether every error of a handling says that the
-// Inbox found the same handling in progress elsewhere.
-func allInFlight(errs []error) bool {
-	for _, err := range errs {
-		if !errors.Is(err, ErrInFlight) {
-			return false
-		}
-	}
-	return len(errs) > 0
-}
-
-// receiveHook calls OnReceive for env. A panic in the hook, or a nil
-// context from it, is reported and the message is handled with ctx; the
-// returned done is never nil and reports a panic of the hook's own.
-func (c *Consumer) receiveHook(ctx context.Context, env *Envelope) (hctx context.Context, done func(error)) {
-	nop := func(error) {}
-	defer func() {
-		if r := recover(); r != nil {
-			c.report(ctx, fmt.Errorf("mb: consumer: ConsumerOptions.OnReceive panicked for %q: %w", env.ID, newPanicError(r)))
-			hctx, done = ctx, nop
-		}
-	}()
-	hctx, finish := c.o.OnReceive(ctx, env)
-	if hctx == nil {
-		c.report(ctx, fmt.Errorf("mb: consumer: ConsumerOptions.OnReceive returned a nil context for %q; using the consumer's", env.ID))
-		hctx = ctx
-	}
-	if finish == nil {
-		return hctx, nop
-	}
-	id := env.ID
-	return hctx, func(err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				c.report(ctx, fmt.Errorf("mb: consumer: the function ConsumerOptions.OnReceive returned panicked for %q: %w", id, newPanicError(r)))
-			}
-		}()
-		finish(err)
-	}
-}
-
-// codecFor returns the codec for payloads of media type ct.
-func (c *Consumer) codecFor(ct string) Codec {
-	if ct == "" || len(c.o.Codecs) == 0 || sameMediaType(ct, c.o.Codec.ContentType()) {
-		return c.o.Codec
-	}
-	for _, cd := range c.o.Codecs {
-		if sameMediaType(ct, cd.ContentType()) {
-			return cd
-		}
-	}
-	return c.o.Codec
-}
-
-// fail records a failed handling of the message with key (source and id)
-// and returns its record.
-func (c *Consumer) fail(key string) failState {
-	now := time.Now().UTC()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st := c.failures[key]
-	if st == nil {
-		if len(c.failures) >= maxTracked {
-			for k := range c.failures { // evict one, arbitrarily
-				delete(c.failures, k)
-				break
-			}
-		}
-		st = &failState{first: now}
-		c.failures[key] = st
-	}
-	st.count++
-	st.last = now
-	return *st
-}
-
-func (c *Consumer) forget(key string) {
-	c.mu.Lock()
-	delete(c.failures, key)
-	c.mu.Unlock()
-}
-
-// settleCtx returns a context for acks, nacks and dead-lettering: not
-// cancelled with Run's or the handlers' context, but bounded.
-func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-}
-
-// ack hands a handled message to its receiver's acker.
-func (c *Consumer) ack(_ context.Context, d *delivery) {
-	d.acks <- d
-}
-
-// runAcker acknowledges the messages handed to it in batches: it takes one,
-// then whatever else is already waiting, up to BatchSize, and acks them in
-// one call. Under load this turns one round trip per message into one per
-// batch; when idle it adds no delay. It returns when in is closed and
-// drained.
-func (c *Consumer) runAcker(ctx context.Context, r mbdriver.Receiver, in chan *delivery) {
-	batch := make([]*mbdriver.Message, 0, c.o.BatchSize)
-	for d := range in {
-		batch = append(batch[:0], d.msg)
-	fill:
-		for len(batch) < c.o.BatchSize {
-			select {
-			case d2, ok := <-in:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, d2.msg)
-			default:
-				break fill
-			}
-		}
-		sctx, cancel := settleCtx(ctx)
-		err := r.Ack(sctx, batch)
-		cancel()
-		if err != nil {
-			ids := make([]string, len(batch))
-			for i, m := range batch {
-				ids[i] = m.ID
-			}
-			c.report(ctx, fmt.Errorf("mb: consumer: ack of %d message(s) %q failed (they may be delivered again): %w", len(batch), ids, err))
-		}
-	}
-}
-
-func (c *Consumer) nack(ctx context.Context, r mbdriver.Receiver, msgs []*mbdriver.Message, delay time.Duration) {
-	if len(msgs) == 0 {
-		return
-	}
-	sctx, cancel := settleCtx(ctx)
-	defer cancel()
-	if err := r.Nack(sctx, msgs, delay); err != nil {
-		c.report(ctx, fmt.Errorf("mb: consumer: nack %d message(s): %w", len(msgs), err))
-	}
-}
-
-const maxErrorHeader = 8 << 10
-
-// deadLetter moves d to the dead-letter topic with cause attached and acks
-// it; without a DeadLetter publisher, or when publishing fails, it logs
-// and nacks it instead.
-func (c *Consumer) deadLetter(ctx context.Context, d *delivery, cause error, attempts int, first, last time.Time) {
-	m := d.msg
-	topic := d.sourceTopic()
-	if c.o.DeadLetter == nil {
-		c.o.Logger.ErrorContext(ctx, "mb: consumer: message cannot be handled and no DeadLetter publisher is configured; nacking it (it will come back)",
-			"id", m.ID, "topic", topic, "group", c.o.Group, "attempts", attempts, "error", cause)
-		c.nack(ctx, d.rcv, []*mbdriver.Message{m}, c.o.Backoff.Max)
-		return
-	}
-	text := truncate(cause.Error(), maxErrorHeader)
-	h := maps.Clone(m.Headers)
-	if h == nil {
-		h = map[string]string{}
-	}
-	h[HeaderError] = text
-	h[HeaderAttempts] = strconv.Itoa(attempts)
-	h[HeaderFirstFailure] = first.UTC().Format(time.RFC3339Nano)
-	h[HeaderLastFailure] = last.UTC().Format(time.RFC3339Nano)
-	h[HeaderTopic] = topic
-	h[HeaderGroup] = c.o.Group
-	dl := &mbdriver.Message{ID: m.ID, Headers: h, Body: m.Body, PartitionKey: m.PartitionKey}
-	dlTopic := c.o.DeadLetterTopic(topic)
-	sctx, cancel := settleCtx(ctx)
-	err := c.o.DeadLetter.Publish(sctx, dlTopic, []*mbdriver.Message{dl})
-	cancel()
-	if err != nil {
-		c.report(ctx, errors.Join(
-			fmt.Errorf("mb: consumer: dead-letter %q to %q failed; nacking it: %w", m.ID, dlTopic, err), cause))
-		c.nack(ctx, d.rcv, []*mbdriver.Message{m}, c.o.Backoff.Delay(attempts))
-		return
-	}
-	c.report(ctx, fmt.Errorf("mb: consumer: moved %q to dead-letter topic %q: %w", m.ID, dlTopic, cause))
-	c.ack(ctx, d)
 }
