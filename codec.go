@@ -366,7 +366,9 @@ func (r *Registry) MaxDataSize() int { return r.opts.MaxDataSize }
 // empty ID is generated with [NewID]; a zero Time becomes the current time
 // in UTC; an empty Source becomes [RegistryOptions.Source]; an empty
 // PartitionKey comes from msg's PartitionKey() string method if it has
-// one. attrs is not modified or retained.
+// one; msg's Extensions() map[string]string method, if it has one, adds
+// the extension attributes that attrs does not set. attrs is not modified
+// or retained.
 //
 // It returns an error wrapping [ErrInvalidArgument] for a nil registry,
 // [ErrUnknownMessage] when msg's type is not registered,
@@ -433,6 +435,17 @@ func (r *Registry) encode(e *Envelope, msg any, codec Codec, attrs *Envelope) er
 	if e.PartitionKey == "" {
 		if pk, ok := msg.(interface{ PartitionKey() string }); ok {
 			e.PartitionKey = pk.PartitionKey()
+		}
+	}
+	if x, ok := msg.(interface{ Extensions() map[string]string }); ok {
+		// e.Extensions is e's own: cloned from attrs above, or nil.
+		for name, v := range x.Extensions() {
+			if _, set := e.Extensions[name]; !set {
+				if e.Extensions == nil {
+					e.Extensions = map[string]string{}
+				}
+				e.Extensions[name] = v
+			}
 		}
 	}
 	if err := e.Validate(); err != nil {

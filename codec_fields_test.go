@@ -80,3 +80,27 @@ func TestRegistryRefusalNamesTheCodec(t *testing.T) {
 		t.Fatalf("error %q does not name the codec and the type", err)
 	}
 }
+
+// wireTyped carries an extension attribute of its own.
+type wireTyped struct{ Order string }
+
+func (wireTyped) MessageName() string { return "t.typed" }
+func (w wireTyped) Extensions() map[string]string {
+	return map[string]string{"peertype": "ecst_event", "region": w.Order}
+}
+
+// A message's Extensions method adds CloudEvents extension attributes to
+// its envelope; attributes given to Encode win.
+func TestEncodeMessageExtensions(t *testing.T) {
+	r := mb.NewRegistry(mb.RegistryOptions{Source: "/t"})
+	mb.RegisterMessage[wireTyped](r)
+	env, err := r.Encode(wireTyped{"eu"}, nil, &mb.Envelope{Extensions: map[string]string{"region": "us"}})
+	noErr(t, err)
+	if env.Extensions["peertype"] != "ecst_event" || env.Extensions["region"] != "us" {
+		t.Fatalf("extensions %v", env.Extensions)
+	}
+	h := env.ToHeaders()
+	if h["ce-peertype"] != "ecst_event" {
+		t.Fatalf("headers %v", h)
+	}
+}

@@ -1059,3 +1059,39 @@ func TestConsumerDeadLetterErrorCutOnCharacterBoundary(t *testing.T) {
 		}
 	}
 }
+
+// CxTyped carries an extension attribute, which the consuming handler sees
+// in its metadata.
+type CxTyped struct{ Order string }
+
+func (CxTyped) MessageName() string { return "cx.typed" }
+func (CxTyped) Extensions() map[string]string {
+	return map[string]string{"peertype": "ecst_event"}
+}
+
+func TestConsumerMetadataExtensions(t *testing.T) {
+	const topic = "cx.typed"
+	tr, reg := cxBroker(t, topic)
+	mb.RegisterMessage[CxTyped](reg)
+	bus := mb.New()
+	got := make(chan mb.Metadata, 1)
+	mb.Subscribe(bus, func(ctx context.Context, e CxTyped) error {
+		md, _ := mb.MetadataFrom(ctx)
+		got <- md
+		return nil
+	})
+	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup})
+	stop := mbtest.RunConsumer(t, context.Background(), c)
+	pub, _ := mb.NewPublisher(tr, reg, nil)
+	if err := pub.Publish(context.Background(), CxTyped{"o"}); err != nil {
+		t.Fatal(err)
+	}
+	md := recv(t, got)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if md.Extensions["peertype"] != "ecst_event" || md.Source != "/test" {
+		t.Fatalf("metadata %+v", md)
+	}
+	md.Extensions["peertype"] = "changed" // a copy: changing it is harmless
+}

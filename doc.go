@@ -24,6 +24,9 @@
 //     discarded then.
 //   - PartitionKey() string: messages with the same key are delivered in
 //     order across processes.
+//   - Extensions() map[string]string: CloudEvents extension attributes
+//     the message carries across processes (such as the message type a
+//     peer library expects); consumers see them in [Metadata].Extensions.
 //
 // # Commands
 //
