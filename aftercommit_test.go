@@ -42,7 +42,7 @@ type ctxValueKey struct{}
 func TestDispatchSurvivesCallerCancel(t *testing.T) {
 	t.Parallel()
 	tr := &ctxTransactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxValueKey{}, "kept"))
 	defer cancel()
 	var log recorder
@@ -77,7 +77,7 @@ func TestDispatchSurvivesCallerCancel(t *testing.T) {
 // The same holds for a deadline that passes during dispatch.
 func TestDispatchSurvivesCallerDeadline(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{Transactor: &ctxTransactor{}, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: &ctxTransactor{}, ErrorHandler: noErrors(t)})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
 	ran := 0
@@ -100,7 +100,7 @@ func TestDispatchSurvivesCallerDeadline(t *testing.T) {
 func TestEventTimeout(t *testing.T) {
 	t.Parallel()
 	var sink errSink
-	bus := mb.New(mb.Options{EventTimeout: time.Millisecond, ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{EventTimeout: time.Millisecond, ErrorHandler: sink.handle})
 	mb.HandleCommand(bus, createAccount)
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error {
 		<-ctx.Done()
@@ -118,7 +118,7 @@ func TestEventTimeout(t *testing.T) {
 // caller's context ends half way.
 func TestPublishSurvivesCallerCancel(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{Transactor: &ctxTransactor{}, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: &ctxTransactor{}, ErrorHandler: noErrors(t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var log recorder

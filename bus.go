@@ -17,7 +17,8 @@ import (
 // [Options.MaxCascadeDepth] is zero.
 const DefaultMaxCascadeDepth = 16
 
-// Options configure a [Bus]. The zero value is valid and gives the defaults.
+// Options configure a [Bus] (see [New]). The zero value is valid and gives
+// the defaults.
 type Options struct {
 	// Middleware wraps every command, query, stream query and event
 	// handler, outermost first, outside any per-handler middleware.
@@ -63,23 +64,49 @@ type Options struct {
 	EventTimeout time.Duration
 }
 
-func (o *Options) validate() error {
-	var errs []error
+// Validate returns the problems of o joined, each wrapping
+// [ErrInvalidArgument] and naming the field and the fix. [New] panics with
+// this error; call Validate first to handle it instead.
+func (o *Options) Validate() error {
+	var p problems
 	if o.MaxCascadeDepth < 0 {
-		errs = append(errs, fmt.Errorf("mb: Options.MaxCascadeDepth is %d; use 0 for the default (%d) or a positive depth", o.MaxCascadeDepth, DefaultMaxCascadeDepth))
+		p.add("Options.MaxCascadeDepth is %d; use 0 for the default (%d) or a positive depth", o.MaxCascadeDepth, DefaultMaxCascadeDepth)
 	}
 	if o.EventTimeout < 0 {
-		errs = append(errs, fmt.Errorf("mb: Options.EventTimeout is %v; use 0 for no bound or a positive duration", o.EventTimeout))
+		p.add("Options.EventTimeout is %v; use 0 for no bound or a positive duration", o.EventTimeout)
 	}
 	if o.EventConcurrency < 0 {
-		errs = append(errs, fmt.Errorf("mb: Options.EventConcurrency is %d; use 0 or 1 for sequential handlers or a positive limit", o.EventConcurrency))
+		p.add("Options.EventConcurrency is %d; use 0 or 1 for sequential handlers or a positive limit", o.EventConcurrency)
 	}
 	for i, mw := range o.Middleware {
 		if mw == nil {
-			errs = append(errs, fmt.Errorf("mb: Options.Middleware[%d] is nil; remove it", i))
+			p.add("Options.Middleware[%d] is nil; remove it", i)
 		}
 	}
-	return errors.Join(errs...)
+	return p.err()
+}
+
+// withDefaults returns a copy of valid options with the zero fields filled
+// and the slices the bus keeps cloned.
+func (o Options) withDefaults() Options {
+	o.Middleware = slices.Clone(o.Middleware)
+	if o.MaxCascadeDepth == 0 {
+		o.MaxCascadeDepth = DefaultMaxCascadeDepth
+	}
+	if o.EventConcurrency == 0 {
+		o.EventConcurrency = 1
+	}
+	if o.ErrorHandler == nil {
+		logger := o.Logger
+		o.ErrorHandler = func(ctx context.Context, err error) {
+			l := logger
+			if l == nil {
+				l = slog.Default() // the default at the time of the error
+			}
+			l.ErrorContext(ctx, "mb: unhandled error", "error", err)
+		}
+	}
+	return o
 }
 
 // Bus dispatches commands, queries and events to their handlers.
@@ -91,47 +118,28 @@ func (o *Options) validate() error {
 // that start afterwards. Dispatch takes no lock shared between goroutines.
 // A Bus holds no resources and needs no closing.
 type Bus struct {
-	opts    Options
-	onError func(ctx context.Context, err error)
+	opts Options // with the defaults filled in
 
 	mu    sync.Mutex // serialises registration
 	reg   atomic.Pointer[registry]
 	types sync.Map // reflect.Type -> *typeInfo
 }
 
-// New returns a bus configured by at most one Options value; none gives the
-// defaults. New panics if given more than one Options value or invalid
-// options, naming each problem: both are mistakes in the program's set-up.
-func New(opts ...Options) *Bus {
-	b := &Bus{}
-	switch len(opts) {
-	case 0:
-	case 1:
-		b.opts = opts[0]
-	default:
-		panic("mb: New takes at most one Options value")
+// New returns a bus configured by opts: at most one *Options, which may be
+// nil; none gives the defaults. The bus keeps a copy. New panics with an
+// error wrapping [ErrInvalidArgument], naming each problem, if given more
+// than one *Options or invalid ones ([Options.Validate]): both are
+// mistakes in the program's set-up.
+func New(opts ...*Options) *Bus {
+	var o Options
+	switch {
+	case len(opts) > 1:
+		panic(fmt.Errorf("%w: New takes at most one *Options", ErrInvalidArgument))
+	case len(opts) == 1 && opts[0] != nil:
+		o = *opts[0]
 	}
-	if err := b.opts.validate(); err != nil {
-		panic(err)
-	}
-	b.opts.Middleware = append([]Middleware(nil), b.opts.Middleware...)
-	if b.opts.MaxCascadeDepth == 0 {
-		b.opts.MaxCascadeDepth = DefaultMaxCascadeDepth
-	}
-	if b.opts.EventConcurrency == 0 {
-		b.opts.EventConcurrency = 1
-	}
-	b.onError = b.opts.ErrorHandler
-	if b.onError == nil {
-		logger := b.opts.Logger
-		b.onError = func(ctx context.Context, err error) {
-			l := logger
-			if l == nil {
-				l = slog.Default()
-			}
-			l.ErrorContext(ctx, "mb: unhandled error", "error", err)
-		}
-	}
+	mustValid(o.Validate())
+	b := &Bus{opts: o.withDefaults()}
 	b.reg.Store(&registry{
 		commands: map[reflect.Type]*entry{},
 		queries:  map[reflect.Type]*entry{},
@@ -170,7 +178,7 @@ func (b *Bus) Clone() *Bus {
 	if b == nil {
 		panic(fmt.Errorf("%w: Clone of a nil *Bus", ErrInvalidArgument))
 	}
-	c := &Bus{opts: b.opts, onError: b.onError}
+	c := &Bus{opts: b.opts}
 	c.opts.Middleware = slices.Clone(b.opts.Middleware)
 	old := b.reg.Load() // an immutable snapshot
 	r := &registry{
@@ -242,7 +250,7 @@ func (b *Bus) report(ctx context.Context, err error) {
 		// A panicking error handler must not take the dispatcher down.
 		_ = recover()
 	}()
-	b.onError(ctx, err)
+	b.opts.ErrorHandler(ctx, err)
 }
 
 // registry is an immutable snapshot of a bus's handlers. Registration copies

@@ -20,7 +20,7 @@ import (
 func TestSendReturnsResultAndDispatches(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, createAccount)
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error {
 		log.add("welcome " + e.Name)
@@ -99,7 +99,7 @@ func TestSendResultTypeMismatch(t *testing.T) {
 			if withMW {
 				opts.Middleware = []mb.Middleware{mb.Recover()}
 			}
-			bus := mb.New(opts)
+			bus := mb.New(&opts)
 			var runs atomic.Int32
 			mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 				runs.Add(1)
@@ -411,7 +411,7 @@ func TestStream(t *testing.T) {
 					})
 				}}
 			}
-			bus := mb.New(opts)
+			bus := mb.New(&opts)
 			var produced atomic.Int32
 			var stopped atomic.Bool
 			mb.HandleStream(bus, countStream(&produced, &stopped))
@@ -566,7 +566,7 @@ func TestStreamErrors(t *testing.T) {
 func TestPanicRecovery(t *testing.T) {
 	t.Parallel()
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	errInner := errors.New("inner")
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		touch(t, ctx)
@@ -621,7 +621,7 @@ func TestPanicRecovery(t *testing.T) {
 func TestPublishOutsideHandler(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error {
 		log.add("note " + e.Text)
 		if _, ok := mb.MetadataFrom(ctx); !ok {
@@ -661,7 +661,7 @@ func TestPublishHandlerErrorsGoToErrorHandler(t *testing.T) {
 	t.Parallel()
 	var sink errSink
 	errH := errors.New("handler failed")
-	bus := mb.New(mb.Options{ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{ErrorHandler: sink.handle})
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error { return errH })
 	noErr(t, mb.Publish(context.Background(), bus, Note{"x"}))
 	hes := handlerErrors(t, sink.get())
@@ -675,7 +675,7 @@ func TestPublishHandlerErrorsGoToErrorHandler(t *testing.T) {
 func TestPublishInsideHandlerIsEmit(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	errFail := errors.New("fail")
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		if err := mb.Publish(ctx, bus, Note{c.Name}); err != nil {
@@ -709,7 +709,7 @@ func TestMetadata(t *testing.T) {
 		seen[key] = md
 		mu.Unlock()
 	}
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		record(ctx, "outer")
 		if _, err := mb.Send[Account](ctx, bus, GetAccountCmd{c.Name}); err != nil {
@@ -783,7 +783,7 @@ type GetAccountCmd struct{ Name string }
 func TestWithCorrelationID(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		md, _ := mb.MetadataFrom(ctx)
 		log.add("command " + md.CorrelationID)
@@ -818,7 +818,7 @@ func TestWithCorrelationID(t *testing.T) {
 func TestInterfaceSubscription(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { log.add("concrete " + e.Name); return nil })
 	mb.Subscribe(bus, func(ctx context.Context, e Labeled) error { log.add("labeled " + e.Label()); return nil })
 	mb.Subscribe(bus, func(ctx context.Context, e any) error { log.addf("any %T", e); return nil })
@@ -849,7 +849,7 @@ func TestSameEventHandlerTwiceRunsOnce(t *testing.T) {
 
 func TestEventWithoutHandler(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, createAccount)
 	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{"lonely"})
 	noErr(t, err)
@@ -859,7 +859,7 @@ func TestEventWithoutHandler(t *testing.T) {
 func TestEventConcurrency(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{EventConcurrency: 2, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{EventConcurrency: 2, ErrorHandler: noErrors(t)})
 	started1, started2 := make(chan struct{}), make(chan struct{})
 	emitted2 := make(chan struct{})
 	// Both handlers wait until the other has started: this only completes
@@ -906,7 +906,7 @@ func TestEventConcurrency(t *testing.T) {
 func TestEventConcurrencyBound(t *testing.T) {
 	t.Parallel()
 	var running, peak, runs atomic.Int32
-	bus := mb.New(mb.Options{EventConcurrency: 3, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{EventConcurrency: 3, ErrorHandler: noErrors(t)})
 	for i := range 10 {
 		mb.Subscribe(bus, func(ctx context.Context, e Note) error {
 			n := running.Add(1)
@@ -931,7 +931,7 @@ func TestConcurrentSend(t *testing.T) {
 	t.Parallel()
 	tr := &mbtest.Transactor{}
 	var sink errSink
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: sink.handle, EventConcurrency: 2})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: sink.handle, EventConcurrency: 2})
 	var created, pinged atomic.Int64
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		touch(t, ctx)
@@ -995,7 +995,7 @@ func TestConcurrentSend(t *testing.T) {
 // dispatches.
 func TestRegisterWhileDispatching(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, createAccount)
 	var base atomic.Int64
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error { base.Add(1); return nil })
@@ -1052,13 +1052,13 @@ func TestRegisterWhileDispatching(t *testing.T) {
 
 func TestNewInvalidOptions(t *testing.T) {
 	t.Parallel()
-	v := mustPanic(t, func() { mb.New(mb.Options{MaxCascadeDepth: -1}) })
+	v := mustPanic(t, func() { mb.New(&mb.Options{MaxCascadeDepth: -1}) })
 	err, ok := v.(error)
 	if !ok || !strings.Contains(err.Error(), "Options.MaxCascadeDepth") {
 		t.Fatalf("panic %v does not name Options.MaxCascadeDepth", v)
 	}
 	v = mustPanic(t, func() {
-		mb.New(mb.Options{MaxCascadeDepth: -1, EventConcurrency: -2, Middleware: []mb.Middleware{mb.Recover(), nil}})
+		mb.New(&mb.Options{MaxCascadeDepth: -1, EventConcurrency: -2, Middleware: []mb.Middleware{mb.Recover(), nil}})
 	})
 	msg := fmt.Sprint(v)
 	for _, field := range []string{"Options.MaxCascadeDepth", "Options.EventConcurrency", "Options.Middleware[1]"} {
@@ -1066,7 +1066,12 @@ func TestNewInvalidOptions(t *testing.T) {
 			t.Errorf("panic %q does not name %s", msg, field)
 		}
 	}
-	mustPanic(t, func() { mb.New(mb.Options{}, mb.Options{}) })
+	panicErr(t, mustPanic(t, func() { mb.New(&mb.Options{}, &mb.Options{}) }), mb.ErrInvalidArgument)
+	// Options.Validate reports the same without a panic.
+	err = (&mb.Options{MaxCascadeDepth: -1}).Validate()
+	wantErr(t, err, mb.ErrInvalidArgument)
+	noErr(t, (&mb.Options{}).Validate())
+	mb.New(nil) // nil means the defaults
 }
 
 func TestUseInvalid(t *testing.T) {
@@ -1116,7 +1121,7 @@ func TestDefaultErrorHandlerLogs(t *testing.T) {
 	t.Parallel()
 	var buf syncBuffer
 	logger := newJSONLogger(&buf)
-	bus := mb.New(mb.Options{Logger: logger})
+	bus := mb.New(&mb.Options{Logger: logger})
 	errH := errors.New("handler exploded")
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error { return errH }, mb.WithName("exploding"))
 	noErr(t, mb.Publish(context.Background(), bus, Note{}))
@@ -1134,7 +1139,7 @@ func TestDefaultErrorHandlerLogs(t *testing.T) {
 func TestPanickingErrorHandler(t *testing.T) {
 	t.Parallel()
 	var runs atomic.Int32
-	bus := mb.New(mb.Options{ErrorHandler: func(ctx context.Context, err error) { panic("error handler") }})
+	bus := mb.New(&mb.Options{ErrorHandler: func(ctx context.Context, err error) { panic("error handler") }})
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error { runs.Add(1); return errors.New("x") })
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error { runs.Add(1); return nil })
 	noErr(t, mb.Publish(context.Background(), bus, Note{}, Note{}))
@@ -1182,7 +1187,7 @@ func (f fragileName) MessageName() string { return f.inner.name }
 func TestMessageName(t *testing.T) {
 	t.Parallel()
 	var sink errSink
-	bus := mb.New(mb.Options{ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{ErrorHandler: sink.handle})
 	var names recorder
 	mb.Subscribe(bus, func(ctx context.Context, e any) error {
 		md, _ := mb.MetadataFrom(ctx)

@@ -14,7 +14,7 @@ func TestClone(t *testing.T) {
 	t.Parallel()
 	var log recorder
 	var sink errSink
-	orig := mb.New(mb.Options{ErrorHandler: sink.handle, MaxCascadeDepth: 1})
+	orig := mb.New(&mb.Options{ErrorHandler: sink.handle, MaxCascadeDepth: 1})
 	orig.Use(tag(&log, "mw"))
 	mb.HandleCommand(orig, func(ctx context.Context, c CreateAccount) (Account, error) {
 		if mb.BusFrom(ctx) == nil {

@@ -195,15 +195,29 @@ type RegistryOptions struct {
 	Codec Codec
 }
 
-func (o *RegistryOptions) validate() error {
-	var errs []error
+// Validate returns the problems of o joined, each wrapping
+// [ErrInvalidArgument] and naming the field and the fix: a negative
+// MaxDataSize, a Source that is not a valid CloudEvents source.
+// [NewRegistry] panics with this error.
+func (o *RegistryOptions) Validate() error {
+	var p problems
 	if o.MaxDataSize < 0 {
-		errs = append(errs, fmt.Errorf("mb: RegistryOptions.MaxDataSize is %d; use 0 for the default (%d bytes) or a positive size", o.MaxDataSize, DefaultMaxDataSize))
+		p.add("RegistryOptions.MaxDataSize is %d; use 0 for the default (%d bytes) or a positive size", o.MaxDataSize, DefaultMaxDataSize)
 	}
 	if err := checkValue(attrSource, o.Source); err != nil {
-		errs = append(errs, fmt.Errorf("mb: RegistryOptions.Source: %w", err))
+		p.add("RegistryOptions.Source: %w", err)
 	}
-	return errors.Join(errs...)
+	return p.err()
+}
+
+func (o RegistryOptions) withDefaults() RegistryOptions {
+	if o.MaxDataSize == 0 {
+		o.MaxDataSize = DefaultMaxDataSize
+	}
+	if o.Codec == nil {
+		o.Codec = JSONCodec{}
+	}
+	return o
 }
 
 // Registry maps wire message names to Go types, so that only registered
@@ -223,31 +237,25 @@ type Registry struct {
 	byType map[reflect.Type]string
 }
 
-// NewRegistry returns an empty Registry. It takes at most one options value
-// and panics, with all problems joined, if the options are invalid (a
-// negative MaxDataSize, a Source with control characters).
-func NewRegistry(opts ...RegistryOptions) *Registry {
-	r := &Registry{
+// NewRegistry returns an empty Registry configured by opts: at most one
+// *RegistryOptions, which may be nil; none gives the defaults. The
+// registry keeps a copy. NewRegistry panics with an error wrapping
+// [ErrInvalidArgument], naming each problem, if given more than one or
+// invalid ones ([RegistryOptions.Validate]).
+func NewRegistry(opts ...*RegistryOptions) *Registry {
+	var o RegistryOptions
+	switch {
+	case len(opts) > 1:
+		panic(fmt.Errorf("%w: NewRegistry takes at most one *RegistryOptions", ErrInvalidArgument))
+	case len(opts) == 1 && opts[0] != nil:
+		o = *opts[0]
+	}
+	mustValid(o.Validate())
+	return &Registry{
+		opts:   o.withDefaults(),
 		byName: map[string]reflect.Type{},
 		byType: map[reflect.Type]string{},
 	}
-	switch len(opts) {
-	case 0:
-	case 1:
-		r.opts = opts[0]
-	default:
-		panic("mb: NewRegistry takes at most one RegistryOptions value")
-	}
-	if err := r.opts.validate(); err != nil {
-		panic(err)
-	}
-	if r.opts.MaxDataSize == 0 {
-		r.opts.MaxDataSize = DefaultMaxDataSize
-	}
-	if r.opts.Codec == nil {
-		r.opts.Codec = JSONCodec{}
-	}
-	return r
 }
 
 // RegisterMessage registers the message type T under the name its

@@ -92,7 +92,7 @@ func (w wireTyped) Extensions() map[string]string {
 // A message's Extensions method adds CloudEvents extension attributes to
 // its envelope; attributes given to Encode win.
 func TestEncodeMessageExtensions(t *testing.T) {
-	r := mb.NewRegistry(mb.RegistryOptions{Source: "/t"})
+	r := mb.NewRegistry(&mb.RegistryOptions{Source: "/t"})
 	mb.RegisterMessage[wireTyped](r)
 	env, err := r.Encode(wireTyped{"eu"}, nil, &mb.Envelope{Extensions: map[string]string{"region": "us"}})
 	noErr(t, err)

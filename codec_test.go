@@ -55,10 +55,10 @@ type WireBadName struct{}
 
 func (WireBadName) MessageName() string { return "bad\nname" }
 
-func newWireRegistry(t testing.TB, opts ...mb.RegistryOptions) *mb.Registry {
+func newWireRegistry(t testing.TB, opts ...*mb.RegistryOptions) *mb.Registry {
 	t.Helper()
 	if len(opts) == 0 {
-		opts = []mb.RegistryOptions{{Source: "/shop"}}
+		opts = []*mb.RegistryOptions{{Source: "/shop"}}
 	}
 	r := mb.NewRegistry(opts...)
 	mb.RegisterMessage[WireOrderPlaced](r)
@@ -116,7 +116,7 @@ func TestNewRegistryOptions(t *testing.T) {
 	if got := mb.NewRegistry().MaxDataSize(); got != 1<<20 {
 		t.Fatalf("default MaxDataSize = %d", got)
 	}
-	err, _ := mustPanic(t, func() { mb.NewRegistry(mb.RegistryOptions{MaxDataSize: -1, Source: "a\x00"}) }).(error)
+	err, _ := mustPanic(t, func() { mb.NewRegistry(&mb.RegistryOptions{MaxDataSize: -1, Source: "a\x00"}) }).(error)
 	if err == nil || !strings.Contains(err.Error(), "MaxDataSize") || !strings.Contains(err.Error(), "Source") {
 		t.Fatalf("NewRegistry with bad options panicked with %v", err)
 	}
@@ -217,7 +217,7 @@ func TestEncodeErrors(t *testing.T) {
 	_, err = r.Encode(WireOrderShipped{}, nil, &mb.Envelope{Extensions: map[string]string{"Bad": "x"}})
 	wantErr(t, err, mb.ErrInvalidEnvelope)
 
-	small := newWireRegistry(t, mb.RegistryOptions{Source: "/s", MaxDataSize: 64})
+	small := newWireRegistry(t, &mb.RegistryOptions{Source: "/s", MaxDataSize: 64})
 	_, err = small.Encode(WireOrderPlaced{Note: strings.Repeat("x", 64)}, nil, nil)
 	wantErr(t, err, mb.ErrMessageTooLarge)
 
@@ -227,7 +227,7 @@ func TestEncodeErrors(t *testing.T) {
 }
 
 func TestDecodeErrors(t *testing.T) {
-	r := newWireRegistry(t, mb.RegistryOptions{Source: "/s", MaxDataSize: 32})
+	r := newWireRegistry(t, &mb.RegistryOptions{Source: "/s", MaxDataSize: 32})
 	env := func(typ, data string) *mb.Envelope {
 		return &mb.Envelope{ID: "1", Source: "/s", SpecVersion: "1.0", Type: typ, DataContentType: "application/json", Data: []byte(data)}
 	}

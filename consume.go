@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,40 +36,6 @@ const (
 	HeaderTopic        = "mb-topic"         // the topic it was received from
 	HeaderGroup        = "mb-group"         // the consumer group that gave up on it
 )
-
-// Backoff is an exponential backoff with jitter: the wait after the n-th
-// failure is Min·2^(n-1), capped at Max, of which a uniformly random point
-// in the upper half is taken ("equal jitter").
-type Backoff struct {
-	Min time.Duration
-	Max time.Duration
-}
-
-// withDefaults fills zero fields with min and max; Max is at least Min.
-func (b Backoff) withDefaults(minD, maxD time.Duration) Backoff {
-	if b.Min == 0 {
-		b.Min = minD
-	}
-	if b.Max == 0 {
-		b.Max = max(maxD, b.Min)
-	}
-	b.Max = max(b.Max, b.Min)
-	return b
-}
-
-// Delay returns the wait after the n-th failure (n >= 1).
-func (b Backoff) Delay(n int) time.Duration {
-	d := b.Min
-	for i := 1; i < n && d < b.Max; i++ {
-		d *= 2
-	}
-	d = min(d, b.Max)
-	if d <= 0 {
-		return 0
-	}
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(d-half)+1))
-}
 
 // ConsumerOptions configure a [Consumer]. Fields marked required must be
 // set; zero values of the others take the defaults.
@@ -225,15 +191,13 @@ type ConsumerOptions struct {
 // Create one with [NewConsumer] and call Run once. Its methods are safe
 // for concurrent use.
 type Consumer struct {
-	bus       *Bus
-	sub       mbdriver.Subscriber
-	reg       *Registry
-	o         ConsumerOptions
-	topics    []string
-	caps      mbdriver.Capabilities
-	retryable func(error) bool
-	onError   func(ctx context.Context, err error)
-	started   atomic.Bool
+	bus     *Bus
+	sub     mbdriver.Subscriber
+	reg     *Registry
+	o       ConsumerOptions
+	topics  []string
+	caps    mbdriver.Capabilities
+	started atomic.Bool
 
 	mu       sync.Mutex
 	failures map[string]*failState // by message source and id
@@ -248,103 +212,140 @@ type failState struct {
 const maxTracked = 10000
 
 // NewConsumer returns a Consumer that receives through sub, decodes with
-// reg and dispatches to bus. It returns all problems with its arguments
-// joined with errors.Join, each naming the field and the fix: nil
-// arguments, no topic, an empty or repeated topic, a missing Group for a
-// driver with consumer groups, a pattern for a driver without patterns,
-// and negative sizes, attempts or durations. When sub has a
-// Capabilities() method (every [mbdriver.Driver] does), the consumer relies
-// on what it declares; otherwise it assumes none (no redelivery: retries
-// happen in process).
+// reg and dispatches to bus; opts is required (it names the topics), and
+// the Consumer keeps a copy. It returns all problems with its arguments
+// joined, each wrapping [ErrInvalidArgument] (or [ErrInvalidHandler] for a
+// handler the Inbox cannot key) and naming the field and the fix: nil
+// arguments, invalid options ([ConsumerOptions.Validate]), and options the
+// driver cannot honour: a missing Group for a driver with consumer groups,
+// a pattern for a driver without patterns, StartOldest for one without
+// replay. When sub has a Capabilities() method (every [mbdriver.Driver]
+// does), the consumer relies on what it declares; otherwise it assumes
+// none (no redelivery: retries happen in process).
 func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *ConsumerOptions) (*Consumer, error) {
 	var o ConsumerOptions
 	if opts != nil {
 		o = *opts
-		o.Topics = append([]string(nil), opts.Topics...)
-		o.Codecs = append([]Codec(nil), opts.Codecs...)
 	}
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("mb: "+format, args...))
-	}
+	var p problems
 	if bus == nil {
-		bad("NewConsumer: the bus is nil; create one with New")
+		p.add("NewConsumer: the bus is nil; create one with New")
 	}
 	if sub == nil {
-		bad("NewConsumer: the subscriber is nil; pass an mbdriver.Subscriber")
+		p.add("NewConsumer: the subscriber is nil; pass an mbdriver.Subscriber")
 	}
 	if reg == nil {
-		bad("NewConsumer: the registry is nil; create one with NewRegistry and register the consumed messages")
+		p.add("NewConsumer: the registry is nil; create one with NewRegistry and register the consumed messages")
 	}
+	o.check(&p)
 	var caps mbdriver.Capabilities
 	if cp, ok := sub.(interface{ Capabilities() mbdriver.Capabilities }); ok {
 		caps = cp.Capabilities()
 	}
-	var topics []string
-	if o.Topic != "" {
-		topics = append(topics, o.Topic)
-	}
-	for i, t := range o.Topics {
-		if t == "" {
-			bad("ConsumerOptions.Topics[%d] is empty; remove it", i)
-			continue
-		}
-		topics = append(topics, t)
-	}
-	if len(topics) == 0 {
-		bad("ConsumerOptions.Topic is empty; set Topic (or Topics) to the topic to consume")
-	}
-	seen := map[string]bool{}
-	for _, t := range topics {
-		if seen[t] {
-			bad("ConsumerOptions.Topics: topic %q is given twice; list each topic once", t)
-		}
-		seen[t] = true
-	}
-	if o.Group == "" && caps.ConsumerGroups {
-		bad("ConsumerOptions.Group is empty; this driver has consumer groups: name the group of this service, e.g. \"billing\"")
-	}
-	if o.Start == mbdriver.StartOldest && sub != nil && !caps.Replay {
-		bad("ConsumerOptions.Start is StartOldest, but the driver does not declare Capabilities.Replay; use StartNew, or a driver that keeps messages for new groups")
-	} else if o.Start != mbdriver.StartNew && o.Start != mbdriver.StartOldest {
-		bad("ConsumerOptions.Start is %v; use mbdriver.StartNew or mbdriver.StartOldest", o.Start)
-	}
-	if o.Pattern && sub != nil && !caps.Patterns {
-		bad("ConsumerOptions.Pattern is set, but the driver does not declare Capabilities.Patterns; subscribe to each topic instead")
-	}
-	if o.Concurrency < 0 {
-		bad("ConsumerOptions.Concurrency is %d; use 0 for the default (GOMAXPROCS) or a positive count", o.Concurrency)
-	}
-	if o.BatchSize < 0 {
-		bad("ConsumerOptions.BatchSize is %d; use 0 for the default or a positive size", o.BatchSize)
-	}
-	if o.MaxAttempts < 0 {
-		bad("ConsumerOptions.MaxAttempts is %d; use 0 for the default (%d) or a positive count", o.MaxAttempts, DefaultMaxAttempts)
-	}
-	if o.Backoff.Min < 0 || o.Backoff.Max < 0 {
-		bad("ConsumerOptions.Backoff is {Min: %v, Max: %v}; durations must not be negative", o.Backoff.Min, o.Backoff.Max)
-	}
-	if o.ReconnectBackoff.Min < 0 || o.ReconnectBackoff.Max < 0 {
-		bad("ConsumerOptions.ReconnectBackoff is {Min: %v, Max: %v}; durations must not be negative", o.ReconnectBackoff.Min, o.ReconnectBackoff.Max)
-	}
-	if o.DrainTimeout < 0 {
-		bad("ConsumerOptions.DrainTimeout is %v; use 0 for the default (%v) or a positive duration", o.DrainTimeout, DefaultDrainTimeout)
-	}
-	for i, cd := range o.Codecs {
-		if cd == nil {
-			bad("ConsumerOptions.Codecs[%d] is nil; remove it", i)
-		}
+	if sub != nil {
+		o.checkDriver(&p, caps)
 	}
 	if o.Inbox != nil && bus != nil && reg != nil {
 		for _, h := range bus.subscribersOf(reg.types()) {
 			if err := h.stableName(); err != nil {
-				bad("ConsumerOptions.Inbox: %w", err)
+				p = append(p, fmt.Errorf("mb: ConsumerOptions.Inbox: %w", err))
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := p.err(); err != nil {
 		return nil, err
 	}
+	o = o.withDefaults(sub, reg)
+	return &Consumer{
+		bus: bus, sub: sub, reg: reg, o: o, topics: o.topics(), caps: caps,
+		failures: map[string]*failState{},
+	}, nil
+}
+
+// Validate returns the problems of o joined, each wrapping
+// [ErrInvalidArgument] and naming the field and the fix: no topic, an
+// empty or repeated topic, negative sizes, attempts or durations, invalid
+// backoffs, an unknown Start, nil codecs. [NewConsumer] checks them and
+// what the driver can honour.
+func (o *ConsumerOptions) Validate() error {
+	var p problems
+	o.check(&p)
+	return p.err()
+}
+
+func (o *ConsumerOptions) check(p *problems) {
+	for i, t := range o.Topics {
+		if t == "" {
+			p.add("ConsumerOptions.Topics[%d] is empty; remove it", i)
+		}
+	}
+	topics := o.topics()
+	if len(topics) == 0 {
+		p.add("ConsumerOptions.Topic is empty; set Topic (or Topics) to the topic to consume")
+	}
+	seen := map[string]bool{}
+	for _, t := range topics {
+		if seen[t] {
+			p.add("ConsumerOptions.Topics: topic %q is given twice; list each topic once", t)
+		}
+		seen[t] = true
+	}
+	if o.Start != mbdriver.StartNew && o.Start != mbdriver.StartOldest {
+		p.add("ConsumerOptions.Start is %v; use mbdriver.StartNew or mbdriver.StartOldest", o.Start)
+	}
+	if o.Concurrency < 0 {
+		p.add("ConsumerOptions.Concurrency is %d; use 0 for the default (GOMAXPROCS) or a positive count", o.Concurrency)
+	}
+	if o.BatchSize < 0 {
+		p.add("ConsumerOptions.BatchSize is %d; use 0 for the default or a positive size", o.BatchSize)
+	}
+	if o.MaxAttempts < 0 {
+		p.add("ConsumerOptions.MaxAttempts is %d; use 0 for the default (%d) or a positive count", o.MaxAttempts, DefaultMaxAttempts)
+	}
+	o.Backoff.check(p, "ConsumerOptions.Backoff")
+	o.ReconnectBackoff.check(p, "ConsumerOptions.ReconnectBackoff")
+	if o.DrainTimeout < 0 {
+		p.add("ConsumerOptions.DrainTimeout is %v; use 0 for the default (%v) or a positive duration", o.DrainTimeout, DefaultDrainTimeout)
+	}
+	for i, cd := range o.Codecs {
+		if cd == nil {
+			p.add("ConsumerOptions.Codecs[%d] is nil; remove it", i)
+		}
+	}
+}
+
+// checkDriver adds the options a driver with caps cannot honour.
+func (o *ConsumerOptions) checkDriver(p *problems, caps mbdriver.Capabilities) {
+	if o.Group == "" && caps.ConsumerGroups {
+		p.add("ConsumerOptions.Group is empty; this driver has consumer groups: name the group of this service, e.g. \"billing\"")
+	}
+	if o.Start == mbdriver.StartOldest && !caps.Replay {
+		p.add("ConsumerOptions.Start is StartOldest, but the driver does not declare Capabilities.Replay; use StartNew, or a driver that keeps messages for new groups")
+	}
+	if o.Pattern && !caps.Patterns {
+		p.add("ConsumerOptions.Pattern is set, but the driver does not declare Capabilities.Patterns; subscribe to each topic instead")
+	}
+}
+
+// topics returns Topic and Topics, without empty ones, in order.
+func (o *ConsumerOptions) topics() []string {
+	var ts []string
+	if o.Topic != "" {
+		ts = append(ts, o.Topic)
+	}
+	for _, t := range o.Topics {
+		if t != "" {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// withDefaults returns a copy of valid options for a consumer of sub and
+// reg with the zero fields filled and the slices it keeps cloned.
+func (o ConsumerOptions) withDefaults(sub mbdriver.Subscriber, reg *Registry) ConsumerOptions {
+	o.Topics = slices.Clone(o.Topics)
+	o.Codecs = slices.Clone(o.Codecs)
 	if o.Codec == nil {
 		o.Codec = reg.opts.Codec
 	}
@@ -368,30 +369,25 @@ func NewConsumer(bus *Bus, sub mbdriver.Subscriber, reg *Registry, opts *Consume
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	c := &Consumer{
-		bus: bus, sub: sub, reg: reg, o: o, topics: topics, caps: caps,
-		retryable: o.IsRetryable, onError: o.ErrorHandler,
-		failures: map[string]*failState{},
-	}
-	if c.retryable == nil {
+	if o.IsRetryable == nil {
 		if r, ok := sub.(interface{ IsRetryable(error) bool }); ok {
-			c.retryable = r.IsRetryable
+			o.IsRetryable = r.IsRetryable
 		} else {
-			c.retryable = IsRetryable
+			o.IsRetryable = IsRetryable
 		}
 	}
-	if c.onError == nil {
+	if o.ErrorHandler == nil {
 		logger := o.Logger
-		c.onError = func(ctx context.Context, err error) {
+		o.ErrorHandler = func(ctx context.Context, err error) {
 			logger.ErrorContext(ctx, "mb: consumer error", "error", err)
 		}
 	}
-	return c, nil
+	return o
 }
 
 func (c *Consumer) report(ctx context.Context, err error) {
 	defer func() { _ = recover() }()
-	c.onError(ctx, err)
+	c.o.ErrorHandler(ctx, err)
 }
 
 // Run subscribes to the topics and handles messages until ctx is done or
@@ -462,7 +458,7 @@ func (c *Consumer) subscribe(ctx context.Context, topic string) (mbdriver.Receiv
 			return nil, nil // stopped while subscribing
 		}
 		err = fmt.Errorf("mb: consumer: subscribe to %q (group %q): %w", topic, c.o.Group, err)
-		if c.o.FailFast || errors.Is(err, mbdriver.ErrClosed) || !c.retryable(err) {
+		if c.o.FailFast || errors.Is(err, mbdriver.ErrClosed) || !c.o.IsRetryable(err) {
 			return nil, err
 		}
 		if ctx.Err() != nil {

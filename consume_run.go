@@ -248,7 +248,7 @@ func (rn *run) receive(ctx context.Context, src *source) error {
 			return nil
 		}
 		if err != nil {
-			if errors.Is(err, mbdriver.ErrClosed) || !c.retryable(err) {
+			if errors.Is(err, mbdriver.ErrClosed) || !c.o.IsRetryable(err) {
 				return fmt.Errorf("mb: consumer: receive from %q: %w", src.topic, err)
 			}
 			failures++

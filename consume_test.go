@@ -44,7 +44,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func cxRegistry(t *testing.T) *mb.Registry {
 	t.Helper()
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/test"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/test"})
 	mb.RegisterMessage[CxOrderPlaced](reg)
 	mb.RegisterMessage[CxOrderBilled](reg)
 	return reg
@@ -670,12 +670,17 @@ func TestConsumerDrainTimeoutAbandons(t *testing.T) {
 func TestNewConsumerInvalidOptions(t *testing.T) {
 	tr := mbmem.New(nil)
 	defer tr.Close()
-	_, err := mb.NewConsumer(nil, tr, nil, &mb.ConsumerOptions{
+	bad := &mb.ConsumerOptions{
 		Topics: []string{"a", "", "a"}, Concurrency: -1, BatchSize: -1, MaxAttempts: -2,
 		Backoff: mb.Backoff{Min: -1}, ReconnectBackoff: mb.Backoff{Max: -1}, DrainTimeout: -1,
-	})
-	if err == nil {
-		t.Fatal("no error")
+	}
+	_, err := mb.NewConsumer(nil, tr, nil, bad)
+	wantErr(t, err, mb.ErrInvalidArgument)
+	// Validate names the problems of the options alone.
+	verr := bad.Validate()
+	wantErr(t, verr, mb.ErrInvalidArgument)
+	if strings.Contains(verr.Error(), "Group") || !strings.Contains(verr.Error(), "ConsumerOptions.DrainTimeout") {
+		t.Errorf("Validate: %v", verr)
 	}
 	for _, want := range []string{"bus is nil", "registry is nil", "Topics[1]", "given twice", "ConsumerOptions.Group",
 		"ConsumerOptions.Concurrency", "ConsumerOptions.BatchSize", "ConsumerOptions.MaxAttempts", "ConsumerOptions.Backoff", "ConsumerOptions.ReconnectBackoff", "ConsumerOptions.DrainTimeout"} {

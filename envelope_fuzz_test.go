@@ -116,7 +116,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add("fuzz.v1", "application/json", []byte(`{"u":256}`))
 	f.Add("unknown", "application/json", []byte(`{}`))
 	f.Add("fuzz.v1", "", []byte(`null`))
-	r := mb.NewRegistry(mb.RegistryOptions{Source: "/fuzz", MaxDataSize: 4096})
+	r := mb.NewRegistry(&mb.RegistryOptions{Source: "/fuzz", MaxDataSize: 4096})
 	mb.RegisterMessage[WireFuzzed](r)
 	mb.RegisterMessage[WireOrderShipped](r)
 	f.Fuzz(func(t *testing.T, typ, contentType string, data []byte) {

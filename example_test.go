@@ -194,9 +194,9 @@ func ExamplePublish() {
 }
 
 func ExampleRetry() {
-	bus := mb.New(mb.Options{
+	bus := mb.New(&mb.Options{
 		Middleware: []mb.Middleware{
-			mb.Retry(mb.RetryOptions{MaxAttempts: 5, InitialBackoff: time.Millisecond}),
+			mb.Retry(&mb.RetryOptions{MaxAttempts: 5, Backoff: mb.Backoff{Min: time.Millisecond}}),
 		},
 	})
 	attempts := 0

@@ -22,7 +22,7 @@ func (OrderPlaced) MessageName() string { return "orders.placed" }
 // Here both sides share an in-memory transport.
 func ExampleConsumer() {
 	ctx := context.Background()
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/orders"})
 	mb.RegisterMessage[OrderPlaced](reg)
 	transport := mbmem.New(nil)
 	defer transport.Close()
@@ -73,7 +73,7 @@ func ExampleConsumer() {
 // headers and a body (binary mode) or as one JSON document (structured
 // mode).
 func ExampleRegistry() {
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/orders"})
 	mb.RegisterMessage[OrderPlaced](reg)
 
 	env, err := reg.Encode(OrderPlaced{"o-1", 30}, nil, &mb.Envelope{Subject: "o-1"})

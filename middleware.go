@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 )
 
@@ -53,10 +52,11 @@ func Recover() Middleware {
 // Timeout gives each handling a context that is cancelled after d. Handlers
 // must watch ctx to stop; a handler that ignores it runs to its end. Stream
 // queries pass through unchanged, since their work happens after the
-// handler returns. Timeout panics if d is not positive.
+// handler returns. Timeout panics with an error wrapping
+// [ErrInvalidArgument] if d is not positive.
 func Timeout(d time.Duration) Middleware {
 	if d <= 0 {
-		panic(fmt.Sprintf("mb: Timeout(%v): the duration must be positive", d))
+		panic(fmt.Errorf("%w: Timeout(%v): the duration must be positive", ErrInvalidArgument, d))
 	}
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, msg *Message) (any, error) {
@@ -124,65 +124,53 @@ func Logging(logger *slog.Logger) Middleware {
 	}
 }
 
-// RetryOptions configure [Retry]. Zero fields take the defaults.
+// Defaults of [RetryOptions].
+const (
+	DefaultRetryAttempts   = 3
+	DefaultRetryMinBackoff = 10 * time.Millisecond
+	DefaultRetryMaxBackoff = time.Second
+)
+
+// RetryOptions configure [Retry] and the retries of a [Publisher]. Zero
+// fields take the defaults.
 type RetryOptions struct {
 	// MaxAttempts is the total number of tries, the first included.
-	// Default 3.
+	// Zero means DefaultRetryAttempts (3).
 	MaxAttempts int
-	// InitialBackoff is the wait before the second try. Default 10ms.
-	InitialBackoff time.Duration
-	// MaxBackoff caps the wait between tries. Default 1s.
-	MaxBackoff time.Duration
-	// Multiplier grows the wait after each try. Default 2.
-	Multiplier float64
-	// Retryable decides which errors are worth another try. Default
+	// Backoff is the wait between tries. Zero fields mean
+	// DefaultRetryMinBackoff (10ms), DefaultRetryMaxBackoff (1s) and a
+	// Multiplier of 2.
+	Backoff Backoff
+	// Retryable decides which errors are worth another try. Nil means
 	// [IsRetryable]: only errors marked with [Retryable] or having a
 	// Retryable() bool method that returns true.
 	Retryable func(error) bool
 }
 
-func (o RetryOptions) withDefaults() (RetryOptions, error) {
-	var errs []error
+// Validate returns the problems of o joined, each wrapping
+// [ErrInvalidArgument] and naming the field and the fix.
+func (o *RetryOptions) Validate() error {
+	var p problems
+	o.check(&p, "RetryOptions")
+	return p.err()
+}
+
+func (o *RetryOptions) check(p *problems, field string) {
 	if o.MaxAttempts < 0 {
-		errs = append(errs, fmt.Errorf("mb: RetryOptions.MaxAttempts is %d; use 0 for the default (3) or a positive count", o.MaxAttempts))
+		p.add("%s.MaxAttempts is %d; use 0 for the default (%d) or a positive count", field, o.MaxAttempts, DefaultRetryAttempts)
 	}
-	if o.InitialBackoff < 0 || o.MaxBackoff < 0 {
-		errs = append(errs, errors.New("mb: RetryOptions backoffs must not be negative"))
-	}
-	if o.Multiplier != 0 && o.Multiplier < 1 {
-		errs = append(errs, fmt.Errorf("mb: RetryOptions.Multiplier is %v; use 0 for the default (2) or a value of at least 1", o.Multiplier))
-	}
+	o.Backoff.check(p, field+".Backoff")
+}
+
+func (o RetryOptions) withDefaults() RetryOptions {
 	if o.MaxAttempts == 0 {
-		o.MaxAttempts = 3
+		o.MaxAttempts = DefaultRetryAttempts
 	}
-	if o.InitialBackoff == 0 {
-		o.InitialBackoff = 10 * time.Millisecond
-	}
-	if o.MaxBackoff == 0 {
-		o.MaxBackoff = time.Second
-	}
-	if o.MaxBackoff < o.InitialBackoff {
-		o.MaxBackoff = o.InitialBackoff
-	}
-	if o.Multiplier == 0 {
-		o.Multiplier = 2
-	}
+	o.Backoff = o.Backoff.withDefaults(DefaultRetryMinBackoff, DefaultRetryMaxBackoff)
 	if o.Retryable == nil {
 		o.Retryable = IsRetryable
 	}
-	return o, errors.Join(errs...)
-}
-
-// backoff returns the wait before try n+1 (n >= 1): exponential, capped,
-// with "equal jitter": a uniformly random point in the upper half.
-func (o RetryOptions) backoff(n int) time.Duration {
-	d := float64(o.InitialBackoff)
-	for i := 1; i < n && d < float64(o.MaxBackoff); i++ {
-		d *= o.Multiplier
-	}
-	d = min(d, float64(o.MaxBackoff))
-	half := d / 2
-	return time.Duration(half + rand.Float64()*half)
+	return o
 }
 
 // Retry tries a failing handler again, up to opts.MaxAttempts times in all,
@@ -196,12 +184,15 @@ func (o RetryOptions) backoff(n int) time.Duration {
 // the database has aborted as a whole (a serialization failure, say) cannot
 // be repaired this way; retrying those needs a new unit of work.
 //
-// Retry panics on invalid options, naming each problem.
-func Retry(opts RetryOptions) Middleware {
-	o, err := opts.withDefaults()
-	if err != nil {
-		panic(err)
+// opts may be nil for the defaults; Retry keeps a copy. It panics with
+// the error of [RetryOptions.Validate] when opts are invalid.
+func Retry(opts *RetryOptions) Middleware {
+	var o RetryOptions
+	if opts != nil {
+		o = *opts
 	}
+	mustValid(o.Validate())
+	o = o.withDefaults()
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, msg *Message) (any, error) {
 			for n := 1; ; n++ {
@@ -209,7 +200,7 @@ func Retry(opts RetryOptions) Middleware {
 				if err == nil || n >= o.MaxAttempts || !o.Retryable(err) {
 					return out, err
 				}
-				t := time.NewTimer(o.backoff(n))
+				t := time.NewTimer(o.Backoff.Delay(n))
 				select {
 				case <-ctx.Done():
 					t.Stop()

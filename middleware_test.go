@@ -21,7 +21,7 @@ import (
 func TestMiddlewareOrder(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{
+	bus := mb.New(&mb.Options{
 		Middleware:   []mb.Middleware{tag(&log, "opt1"), tag(&log, "opt2")},
 		ErrorHandler: noErrors(t),
 	})
@@ -87,7 +87,7 @@ func TestMiddlewareSeesMessage(t *testing.T) {
 	var mu sync.Mutex
 	var msgs []seen
 	handlerIDs := map[string]string{}
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t), Middleware: []mb.Middleware{
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t), Middleware: []mb.Middleware{
 		func(next mb.Handler) mb.Handler {
 			return mb.HandlerFunc(func(ctx context.Context, msg *mb.Message) (any, error) {
 				mu.Lock()
@@ -144,7 +144,7 @@ func TestMiddlewareControlsHandling(t *testing.T) {
 	t.Parallel()
 	errDenied := errors.New("denied")
 	var ran atomic.Int32
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t), Middleware: []mb.Middleware{
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t), Middleware: []mb.Middleware{
 		func(next mb.Handler) mb.Handler {
 			return mb.HandlerFunc(func(ctx context.Context, msg *mb.Message) (any, error) {
 				c, ok := msg.Body.(CreateAccount)
@@ -190,7 +190,7 @@ func TestRecoverMiddleware(t *testing.T) {
 			return out, err
 		})
 	}
-	bus := mb.New(mb.Options{Middleware: []mb.Middleware{observer, mb.Recover()}})
+	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{observer, mb.Recover()}})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) { panic("recover me") })
 	_, err := mb.Send[Account](context.Background(), bus, CreateAccount{})
 	wantErr(t, err, mb.ErrPanic)
@@ -214,7 +214,7 @@ func TestTimeoutMiddleware(t *testing.T) {
 	t.Run("deadline set", func(t *testing.T) {
 		t.Parallel()
 		var log recorder
-		bus := mb.New(mb.Options{Middleware: []mb.Middleware{mb.Timeout(time.Hour)}, ErrorHandler: noErrors(t)})
+		bus := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Timeout(time.Hour)}, ErrorHandler: noErrors(t)})
 		hasDeadline := func(ctx context.Context) bool {
 			d, ok := ctx.Deadline()
 			return ok && d.After(time.Now())
@@ -246,7 +246,7 @@ func TestTimeoutMiddleware(t *testing.T) {
 	t.Run("handler observes Done", func(t *testing.T) {
 		t.Parallel()
 		var sink errSink
-		bus := mb.New(mb.Options{ErrorHandler: sink.handle})
+		bus := mb.New(&mb.Options{ErrorHandler: sink.handle})
 		waitDone := func(ctx context.Context) error {
 			<-ctx.Done()
 			return ctx.Err()
@@ -292,7 +292,7 @@ func TestValidateMiddleware(t *testing.T) {
 	t.Parallel()
 	var sink errSink
 	var log recorder
-	bus := mb.New(mb.Options{Middleware: []mb.Middleware{mb.Validate()}, ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Validate()}, ErrorHandler: sink.handle})
 	mb.HandleCommand(bus, func(ctx context.Context, c ValidatedCmd) (Account, error) {
 		log.add("command " + c.Name)
 		return Account(c), nil
@@ -324,7 +324,7 @@ func TestLoggingMiddleware(t *testing.T) {
 	t.Parallel()
 	var buf syncBuffer
 	errFail := errors.New("it failed")
-	bus := mb.New(mb.Options{Middleware: []mb.Middleware{mb.Logging(newJSONLogger(&buf))}, ErrorHandler: func(context.Context, error) {}})
+	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Logging(newJSONLogger(&buf))}, ErrorHandler: func(context.Context, error) {}})
 	var cmdID, evID string
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		md, _ := mb.MetadataFrom(ctx)
@@ -372,7 +372,7 @@ func TestLoggingMiddleware(t *testing.T) {
 	// At info level, successes are not logged.
 	var buf2 syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf2, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	bus2 := mb.New(mb.Options{Middleware: []mb.Middleware{mb.Logging(logger)}})
+	bus2 := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Logging(logger)}})
 	mb.HandleCommandNoResult(bus2, func(ctx context.Context, c DoIt) error {
 		if c.What == "fail" {
 			return errFail
@@ -390,8 +390,8 @@ func TestLoggingMiddleware(t *testing.T) {
 // Attempt is emitted by each try of a retried handler.
 type Attempt struct{ N int }
 
-func fastRetry(max int) mb.RetryOptions {
-	return mb.RetryOptions{MaxAttempts: max, InitialBackoff: time.Nanosecond, MaxBackoff: time.Nanosecond}
+func fastRetry(max int) *mb.RetryOptions {
+	return &mb.RetryOptions{MaxAttempts: max, Backoff: mb.Backoff{Min: time.Nanosecond, Max: time.Nanosecond}}
 }
 
 func TestRetry(t *testing.T) {
@@ -399,7 +399,7 @@ func TestRetry(t *testing.T) {
 	errFlaky := errors.New("flaky")
 	var log recorder
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	var attempts atomic.Int32
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		touch(t, ctx)
@@ -434,7 +434,7 @@ func TestRetryGivesUp(t *testing.T) {
 	errFlaky := errors.New("flaky")
 	errFatal := errors.New("fatal")
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t), Middleware: []mb.Middleware{mb.Retry(fastRetry(4))}})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t), Middleware: []mb.Middleware{mb.Retry(fastRetry(4))}})
 	var attempts atomic.Int32
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		touch(t, ctx)
@@ -472,7 +472,7 @@ func TestRetryGivesUp(t *testing.T) {
 
 func TestRetryDefaults(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{Middleware: []mb.Middleware{mb.Retry(mb.RetryOptions{InitialBackoff: time.Nanosecond})}})
+	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Retry(&mb.RetryOptions{Backoff: mb.Backoff{Min: time.Nanosecond}})}})
 	var attempts atomic.Int32
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		attempts.Add(1)
@@ -487,7 +487,7 @@ func TestRetryCustomRetryable(t *testing.T) {
 	t.Parallel()
 	opts := fastRetry(5)
 	opts.Retryable = func(err error) bool { return errors.Is(err, mb.ErrPanic) }
-	bus := mb.New(mb.Options{Middleware: []mb.Middleware{mb.Retry(opts)}})
+	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Retry(opts)}})
 	var attempts atomic.Int32
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		if attempts.Add(1) < 3 {
@@ -505,8 +505,8 @@ func TestRetryCustomRetryable(t *testing.T) {
 func TestRetryStopsWhenContextDone(t *testing.T) {
 	t.Parallel()
 	errFlaky := errors.New("flaky")
-	opts := mb.RetryOptions{MaxAttempts: 10, InitialBackoff: time.Hour}
-	bus := mb.New(mb.Options{Middleware: []mb.Middleware{mb.Retry(opts)}})
+	opts := &mb.RetryOptions{MaxAttempts: 10, Backoff: mb.Backoff{Min: time.Hour}}
+	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Retry(opts)}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var attempts atomic.Int32
@@ -526,7 +526,7 @@ func TestRetryEventHandler(t *testing.T) {
 	t.Parallel()
 	var log recorder
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	var attempts atomic.Int32
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error {
 		touch(t, ctx)
@@ -550,7 +550,7 @@ func TestRetryEventHandler(t *testing.T) {
 
 func TestRetryQuery(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{Middleware: []mb.Middleware{mb.Retry(fastRetry(3))}})
+	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Retry(fastRetry(3))}})
 	var attempts atomic.Int32
 	mb.HandleQuery(bus, func(ctx context.Context, q GetAccount) (Account, error) {
 		if attempts.Add(1) < 2 {
@@ -572,20 +572,25 @@ func TestRetryInvalidOptions(t *testing.T) {
 		want string
 	}{
 		{mb.RetryOptions{MaxAttempts: -1}, "RetryOptions.MaxAttempts"},
-		{mb.RetryOptions{Multiplier: 0.5}, "RetryOptions.Multiplier"},
-		{mb.RetryOptions{InitialBackoff: -time.Second}, "backoff"},
-		{mb.RetryOptions{MaxBackoff: -time.Second}, "backoff"},
+		{mb.RetryOptions{Backoff: mb.Backoff{Multiplier: 0.5}}, "RetryOptions.Backoff.Multiplier"},
+		{mb.RetryOptions{Backoff: mb.Backoff{Min: -time.Second}}, "RetryOptions.Backoff.Min"},
+		{mb.RetryOptions{Backoff: mb.Backoff{Max: -time.Second}}, "RetryOptions.Backoff.Max"},
+		{mb.RetryOptions{Backoff: mb.Backoff{Min: time.Second, Max: time.Millisecond}}, "RetryOptions.Backoff.Max"},
 	} {
-		v := mustPanic(t, func() { mb.Retry(c.opts) })
-		if !strings.Contains(fmt.Sprint(v), c.want) {
-			t.Errorf("Retry(%+v) panicked with %v, want it to name %s", c.opts, v, c.want)
+		err := panicErr(t, mustPanic(t, func() { mb.Retry(&c.opts) }), mb.ErrInvalidArgument)
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Retry(%+v) panicked with %v, want it to name %s", c.opts, err, c.want)
+		}
+		if verr := c.opts.Validate(); verr == nil || verr.Error() != err.Error() {
+			t.Errorf("Validate = %v, want the error Retry panics with", verr)
 		}
 	}
 	// Several problems are named together.
-	v := fmt.Sprint(mustPanic(t, func() { mb.Retry(mb.RetryOptions{MaxAttempts: -1, Multiplier: 0.5}) }))
+	v := fmt.Sprint(mustPanic(t, func() { mb.Retry(&mb.RetryOptions{MaxAttempts: -1, Backoff: mb.Backoff{Multiplier: 0.5}}) }))
 	if !strings.Contains(v, "MaxAttempts") || !strings.Contains(v, "Multiplier") {
 		t.Errorf("panic %q does not name both fields", v)
 	}
+	mb.Retry(nil) // nil means the defaults
 }
 
 type tempErr struct{ temp bool }
@@ -627,7 +632,7 @@ func TestMiddlewareReplacingBodyWithWrongType(t *testing.T) {
 	}
 	var errs []error
 	var mu sync.Mutex
-	bus := mb.New(mb.Options{Middleware: []mb.Middleware{swap}, ErrorHandler: func(_ context.Context, err error) {
+	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{swap}, ErrorHandler: func(_ context.Context, err error) {
 		mu.Lock()
 		errs = append(errs, err)
 		mu.Unlock()

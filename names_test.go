@@ -70,7 +70,7 @@ func TestBusFrom(t *testing.T) {
 	if mb.BusFrom(context.Background()) != nil {
 		t.Fatal("BusFrom outside a handler is not nil")
 	}
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, createAccount)
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		if mb.BusFrom(ctx) != bus {

@@ -13,7 +13,7 @@ import (
 func TestHandlerOrder(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	h := func(name string) func(context.Context, AccountCreated) error {
 		return func(context.Context, AccountCreated) error { log.add(name); return nil }
 	}

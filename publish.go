@@ -35,8 +35,8 @@ type PublisherOptions struct {
 	// tried again. Only retryable errors are retried: Retry.Retryable
 	// when set, otherwise the driver's IsRetryable method when it has one
 	// (every [mbdriver.Driver] does), otherwise [IsRetryable]. Zero
-	// fields take the defaults of [RetryOptions] (3 attempts, 10ms
-	// initial backoff, 1s maximum).
+	// fields take the defaults of [RetryOptions] (3 attempts, backoff
+	// from 10ms to 1s).
 	Retry RetryOptions
 	// OnPublish, if set, is called for each event with Publish's context
 	// and the event's envelope (payload encoded, every attribute set)
@@ -73,47 +73,66 @@ type Publisher struct {
 }
 
 // NewPublisher returns a Publisher that encodes with reg and sends through
-// d. It returns all problems with its arguments joined, each naming the
-// field and the fix: a nil d or reg, a negative MaxBatch, invalid Retry
-// options, or no CloudEvents source in either opts.Source or the registry.
+// d; opts may be nil for the defaults, and the Publisher keeps a copy. It
+// returns all problems with its arguments joined, each wrapping
+// [ErrInvalidArgument] and naming the field and the fix: a nil d or reg,
+// invalid options ([PublisherOptions.Validate]), or no CloudEvents source
+// in either opts.Source or the registry.
 func NewPublisher(d mbdriver.Publisher, reg *Registry, opts *PublisherOptions) (*Publisher, error) {
 	var o PublisherOptions
 	if opts != nil {
 		o = *opts
 	}
-	var errs []error
+	var p problems
 	if d == nil {
-		errs = append(errs, errors.New("mb: NewPublisher: the driver is nil; pass an mbdriver.Publisher"))
+		p.add("NewPublisher: the driver is nil; pass an mbdriver.Publisher")
 	}
 	if reg == nil {
-		errs = append(errs, errors.New("mb: NewPublisher: the registry is nil; create one with NewRegistry"))
+		p.add("NewPublisher: the registry is nil; create one with NewRegistry")
+	} else if o.Source == "" && reg.opts.Source == "" {
+		p.add("PublisherOptions.Source is empty and the registry has no RegistryOptions.Source; set one of them to the CloudEvents source of this service, e.g. \"/orders\"")
 	}
+	o.check(&p)
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	o = o.withDefaults(d, reg)
+	return &Publisher{
+		d: d, reg: reg, codec: o.Codec, route: o.Router, source: o.Source,
+		maxBatch: o.MaxBatch, retry: o.Retry, onPublish: o.OnPublish,
+	}, nil
+}
+
+// Validate returns the problems of o joined, each wrapping
+// [ErrInvalidArgument] and naming the field and the fix. [NewPublisher]
+// checks them, and also that a source is set here or in the registry.
+func (o *PublisherOptions) Validate() error {
+	var p problems
+	o.check(&p)
+	return p.err()
+}
+
+func (o *PublisherOptions) check(p *problems) {
 	if o.MaxBatch < 0 {
-		errs = append(errs, fmt.Errorf("mb: PublisherOptions.MaxBatch is %d; use 0 for the default (%d) or a positive size", o.MaxBatch, DefaultMaxBatch))
+		p.add("PublisherOptions.MaxBatch is %d; use 0 for the default (%d) or a positive size", o.MaxBatch, DefaultMaxBatch)
 	}
 	if o.Source != "" {
 		if err := checkValue(attrSource, o.Source); err != nil {
-			errs = append(errs, fmt.Errorf("mb: PublisherOptions.Source: %w", err))
+			p.add("PublisherOptions.Source: %w", err)
 		}
-	} else if reg != nil && reg.opts.Source == "" {
-		errs = append(errs, errors.New("mb: PublisherOptions.Source is empty and the registry has no RegistryOptions.Source; set one of them to the CloudEvents source of this service, e.g. \"/orders\""))
 	}
-	retryable := o.Retry.Retryable
-	if retryable == nil {
+	o.Retry.check(p, "PublisherOptions.Retry")
+}
+
+// withDefaults fills the zero fields of valid options for a publisher
+// over d and reg.
+func (o PublisherOptions) withDefaults(d mbdriver.Publisher, reg *Registry) PublisherOptions {
+	if o.Retry.Retryable == nil {
 		if r, ok := d.(interface{ IsRetryable(error) bool }); ok {
-			retryable = r.IsRetryable
+			o.Retry.Retryable = r.IsRetryable
 		}
 	}
-	retry, err := o.Retry.withDefaults()
-	if err != nil {
-		errs = append(errs, fmt.Errorf("mb: PublisherOptions.Retry: %w", err))
-	}
-	if retryable != nil {
-		retry.Retryable = retryable
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
+	o.Retry = o.Retry.withDefaults()
 	if o.Codec == nil {
 		o.Codec = reg.opts.Codec
 	}
@@ -123,10 +142,7 @@ func NewPublisher(d mbdriver.Publisher, reg *Registry, opts *PublisherOptions) (
 	if o.MaxBatch == 0 {
 		o.MaxBatch = DefaultMaxBatch
 	}
-	return &Publisher{
-		d: d, reg: reg, codec: o.Codec, route: o.Router, source: o.Source,
-		maxBatch: o.MaxBatch, retry: retry, onPublish: o.OnPublish,
-	}, nil
+	return o
 }
 
 // Publish encodes events and sends them, grouped by topic in the order
@@ -253,7 +269,7 @@ func (p *Publisher) send(ctx context.Context, topic string, msgs []*mbdriver.Mes
 			}
 			return err
 		}
-		if werr := sleepCtx(ctx, p.retry.backoff(n)); werr != nil {
+		if werr := sleepCtx(ctx, p.retry.Backoff.Delay(n)); werr != nil {
 			return errors.Join(err, werr)
 		}
 	}

@@ -138,7 +138,7 @@ func TestPublisherManyTopics(t *testing.T) {
 
 func TestPublisherRetries(t *testing.T) {
 	reg := cxRegistry(t)
-	fast := mb.RetryOptions{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
+	fast := mb.RetryOptions{MaxAttempts: 3, Backoff: mb.Backoff{Min: time.Millisecond, Max: time.Millisecond}}
 
 	// The driver's IsRetryable decides.
 	rp := &retryingPublisher{fakePublisher{failN: 2, err: errors.New("busy")}}
@@ -167,7 +167,7 @@ func TestPublisherRetries(t *testing.T) {
 
 	// Retries stop when the context is done.
 	fp = &fakePublisher{failN: 100, err: mb.Retryable(errors.New("flaky"))}
-	pub, _ = mb.NewPublisher(fp, reg, &mb.PublisherOptions{Retry: mb.RetryOptions{MaxAttempts: 100, InitialBackoff: time.Hour, MaxBackoff: time.Hour}})
+	pub, _ = mb.NewPublisher(fp, reg, &mb.PublisherOptions{Retry: mb.RetryOptions{MaxAttempts: 100, Backoff: mb.Backoff{Min: time.Hour, Max: time.Hour}}})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := pub.Publish(ctx, CxOrderBilled{"1"}); !errors.Is(err, context.Canceled) || fp.calls != 1 {
@@ -184,9 +184,7 @@ func TestPublisherRetries(t *testing.T) {
 
 func TestNewPublisherInvalidOptions(t *testing.T) {
 	_, err := mb.NewPublisher(nil, mb.NewRegistry(), &mb.PublisherOptions{MaxBatch: -1, Retry: mb.RetryOptions{MaxAttempts: -1}})
-	if err == nil {
-		t.Fatal("no error")
-	}
+	wantErr(t, err, mb.ErrInvalidArgument)
 	for _, want := range []string{"driver is nil", "PublisherOptions.MaxBatch", "PublisherOptions.Source", "PublisherOptions.Retry"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

@@ -35,7 +35,7 @@ func TestDispatchOnRollback(t *testing.T) {
 			if how == "commit" {
 				tr.CommitErr = errDenied
 			}
-			bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+			bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 			mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 				touch(t, ctx)
 				noErr(t, mb.Emit(ctx, Note{"before"}, LoginFailed{"me"}, Chatty{"kept", true}, Chatty{"dropped", false}, Note{"after"}))
@@ -67,7 +67,7 @@ func TestDispatchOnRollback(t *testing.T) {
 func TestDispatchOnRollbackNested(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		noErr(t, mb.Emit(ctx, Note{"outer 1"}))
 		if err := mb.Exec(ctx, bus, CreateAccount{"inner"}); err == nil {
@@ -90,7 +90,7 @@ func TestDispatchOnRollbackEventHandler(t *testing.T) {
 	t.Parallel()
 	var log recorder
 	var sink errSink
-	bus := mb.New(mb.Options{ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{ErrorHandler: sink.handle})
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error {
 		noErr(t, mb.Emit(ctx, Ping{1}, LoginFailed{e.Text}))
 		return errors.New("handler fails")

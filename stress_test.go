@@ -59,7 +59,7 @@ func TestStressUnitOfWorkSemantics(t *testing.T) {
 	m := &stressModel{placeOK: map[int]bool{}, chargeOK: map[int]bool{}, placedOK: map[int]bool{}, handled: map[string]int{}}
 	var tx mbtest.Transactor
 	passthrough := func(next mb.Handler) mb.Handler { return next }
-	bus := mb.New(mb.Options{
+	bus := mb.New(&mb.Options{
 		Transactor: &tx, EventConcurrency: 3, Middleware: []mb.Middleware{mb.Recover(), passthrough},
 		ErrorHandler: func(context.Context, error) {}, // failing event handlers are expected
 	})

@@ -19,7 +19,7 @@ func TestEventsAfterHandlerOnlyOnSuccess(t *testing.T) {
 	t.Parallel()
 	var log recorder
 	errFail := errors.New("fail")
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		if err := mb.Emit(ctx, AccountCreated(c)); err != nil {
 			return Account{}, err
@@ -50,7 +50,7 @@ func TestRollbackReturnsOriginalError(t *testing.T) {
 	errDomain := errors.New("username taken")
 	errRollback := errors.New("rollback failed")
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		touch(t, ctx)
 		if err := mb.Emit(ctx, AccountCreated(c)); err != nil {
@@ -67,7 +67,7 @@ func TestRollbackReturnsOriginalError(t *testing.T) {
 
 	// A failing rollback is reported alongside the original error.
 	tr2 := &mbtest.Transactor{RollbackErr: errRollback}
-	bus2 := mb.New(mb.Options{Transactor: tr2})
+	bus2 := mb.New(&mb.Options{Transactor: tr2})
 	mb.HandleCommand(bus2, func(ctx context.Context, c CreateAccount) (Account, error) {
 		touch(t, ctx)
 		return Account{}, errDomain
@@ -86,7 +86,7 @@ func TestPhaseOrder(t *testing.T) {
 	var log recorder
 	tr := &mbtest.Transactor{}
 	tr.OnCall(log.add)
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	txID := func(ctx context.Context) int {
 		tx, err := mb.TxFrom(ctx)
 		if err != nil {
@@ -145,7 +145,7 @@ func TestCommitFailure(t *testing.T) {
 	t.Parallel()
 	errCommit := errors.New("commit failed")
 	tr := &mbtest.Transactor{CommitErr: errCommit}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		touch(t, ctx)
 		noErr(t, mb.AfterCommit(ctx, func(context.Context) { t.Error("after-commit hook ran after a failed commit") }))
@@ -171,7 +171,7 @@ func TestBeginFailure(t *testing.T) {
 	t.Parallel()
 	errBegin := errors.New("no connection")
 	tr := &mbtest.Transactor{BeginErr: errBegin}
-	bus := mb.New(mb.Options{Transactor: tr})
+	bus := mb.New(&mb.Options{Transactor: tr})
 	var txErr error
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		_, txErr = mb.TxFrom(ctx)
@@ -200,7 +200,7 @@ func (nilTxTransactor) Begin(context.Context) (mb.Tx, error) { return nil, nil }
 
 func TestBeginReturnsNilTx(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{Transactor: nilTxTransactor{}})
+	bus := mb.New(&mb.Options{Transactor: nilTxTransactor{}})
 	var txErr error
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		var tx mb.Tx
@@ -238,7 +238,7 @@ func TestEventHandlerBeginFailure(t *testing.T) {
 	errBegin := errors.New("pool exhausted")
 	tr := &failAfter{n: 1, err: errBegin}
 	var sink errSink
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: sink.handle})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		touch(t, ctx)
 		return createAccount(ctx, c)
@@ -259,7 +259,7 @@ func TestNestedSendSuccess(t *testing.T) {
 	t.Parallel()
 	var log recorder
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		noErr(t, mb.Emit(ctx, Note{"outer 1"}))
 		inner, err := mb.Send[Account](ctx, bus, GetAccountCmd{"inner"})
@@ -302,7 +302,7 @@ func TestNestedSendFailure(t *testing.T) {
 			t.Parallel()
 			var log recorder
 			tr := &mbtest.Transactor{}
-			opts := mb.Options{ErrorHandler: noErrors(t)}
+			opts := &mb.Options{ErrorHandler: noErrors(t)}
 			if withTx {
 				opts.Transactor = tr
 			}
@@ -357,7 +357,7 @@ func TestNestedOuterFailsDiscardsAll(t *testing.T) {
 	t.Parallel()
 	errOuter := errors.New("outer")
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		touch(t, ctx)
 		noErr(t, mb.Emit(ctx, Note{"outer"}))
@@ -385,7 +385,7 @@ func TestNestedDeep(t *testing.T) {
 	t.Parallel()
 	var log recorder
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	type level struct{ N int }
 	errLevel2 := errors.New("level 2 fails")
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, l level) error {
@@ -420,7 +420,7 @@ func TestNestedDeep(t *testing.T) {
 func TestDedupKeepsFirstPosition(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		noErr(t, mb.Emit(ctx, Keyed{"a", "1"}, Note{"x"}))
 		noErr(t, mb.Emit(ctx, Keyed{"a", "2"}, KeyedToo{"a", "3"}, Keyed{"b", "4"}, Note{"x"}))
@@ -439,7 +439,7 @@ func TestDedupKeepsFirstPosition(t *testing.T) {
 func TestDedupAfterNestedRollback(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		if c.What == "inner" {
 			noErr(t, mb.Emit(ctx, Keyed{"k", "inner"}))
@@ -456,7 +456,7 @@ func TestDedupAfterNestedRollback(t *testing.T) {
 func TestFIFOOrder(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		for i := range 3 {
 			noErr(t, mb.Emit(ctx, Ping{i}))
@@ -479,7 +479,7 @@ func TestFIFOOrder(t *testing.T) {
 func TestCascadeBreadthFirst(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		return mb.Emit(ctx, Note{"A1"}, Note{"A2"})
 	})
@@ -511,7 +511,7 @@ func TestCascadeLimit(t *testing.T) {
 			t.Parallel()
 			var sink errSink
 			var handled []int
-			bus := mb.New(mb.Options{MaxCascadeDepth: limit, ErrorHandler: sink.handle})
+			bus := mb.New(&mb.Options{MaxCascadeDepth: limit, ErrorHandler: sink.handle})
 			mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error { return mb.Emit(ctx, Ping{0}) })
 			mb.Subscribe(bus, func(ctx context.Context, e Ping) error {
 				handled = append(handled, e.N)
@@ -544,7 +544,7 @@ func TestCascadeLimitPublish(t *testing.T) {
 	t.Parallel()
 	var sink errSink
 	var count atomic.Int32
-	bus := mb.New(mb.Options{MaxCascadeDepth: 2, ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{MaxCascadeDepth: 2, ErrorHandler: sink.handle})
 	mb.Subscribe(bus, func(ctx context.Context, e Ping) error {
 		count.Add(1)
 		return mb.Emit(ctx, Ping{e.N + 1})
@@ -561,7 +561,7 @@ func TestFailingEventHandler(t *testing.T) {
 	var log recorder
 	tr := &mbtest.Transactor{}
 	errH := errors.New("smtp down")
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: sink.handle})
 	mb.HandleCommand(bus, createAccount)
 	var eventID string
 	mb.Subscribe(bus, func(ctx context.Context, e AccountCreated) error {
@@ -606,7 +606,7 @@ func TestPanickingEventHandler(t *testing.T) {
 	t.Parallel()
 	var sink errSink
 	var ran atomic.Bool
-	bus := mb.New(mb.Options{ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{ErrorHandler: sink.handle})
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error { panic("event boom") })
 	mb.Subscribe(bus, func(ctx context.Context, e Note) error { ran.Store(true); return nil })
 	noErr(t, mb.Publish(context.Background(), bus, Note{}))
@@ -638,7 +638,7 @@ func TestEmitOutsideUnit(t *testing.T) {
 
 func TestEmitAfterHandlerReturned(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	var retained, retainedInner, retainedEvent context.Context
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 		retained = ctx
@@ -678,7 +678,7 @@ func TestEmitAfterHandlerReturned(t *testing.T) {
 
 func TestEmitInvalid(t *testing.T) {
 	t.Parallel()
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		for _, bad := range [][]any{
 			{Note{"valid"}, 42},
@@ -706,7 +706,7 @@ func TestEmitInvalid(t *testing.T) {
 func TestEmitFromHandlerGoroutines(t *testing.T) {
 	t.Parallel()
 	var count atomic.Int32
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		var wg sync.WaitGroup
 		errs := make([]error, 20)
@@ -730,7 +730,7 @@ func TestBeforeCommitFailure(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			tr := &mbtest.Transactor{}
-			bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+			bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 			mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {
 				noErr(t, mb.Emit(ctx, AccountCreated(c)))
 				noErr(t, mb.AfterCommit(ctx, func(context.Context) { t.Error("after-commit hook ran after a rollback") }))
@@ -760,7 +760,7 @@ func TestBeforeCommitFailure(t *testing.T) {
 func TestBeforeCommitEmits(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		noErr(t, mb.Emit(ctx, Note{"handler"}))
 		return mb.BeforeCommit(ctx, func(ctx context.Context) error {
@@ -792,7 +792,7 @@ func TestAfterCommitPanicReported(t *testing.T) {
 	t.Parallel()
 	var sink errSink
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: sink.handle})
+	bus := mb.New(&mb.Options{ErrorHandler: sink.handle})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		noErr(t, mb.AfterCommit(ctx, func(context.Context) { panic("after boom") }))
 		noErr(t, mb.AfterCommit(ctx, func(ctx context.Context) {
@@ -823,7 +823,7 @@ func TestEventHandlerUnit(t *testing.T) {
 	var log recorder
 	tr := &mbtest.Transactor{}
 	tr.OnCall(log.add)
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	mb.HandleCommand(bus, createAccount)
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		log.add("nested " + c.What)
@@ -863,7 +863,7 @@ func TestContextPropagation(t *testing.T) {
 	type key struct{}
 	ctx := context.WithValue(context.Background(), key{}, "v")
 	var log recorder
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error {
 		log.addf("command %v", ctx.Value(key{}))
 		noErr(t, mb.AfterCommit(ctx, func(ctx context.Context) { log.addf("after %v", ctx.Value(key{})) }))
@@ -884,8 +884,8 @@ func TestContextPropagation(t *testing.T) {
 func TestSendToOtherBus(t *testing.T) {
 	t.Parallel()
 	var log recorder
-	busA := mb.New(mb.Options{ErrorHandler: noErrors(t)})
-	busB := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	busA := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
+	busB := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(busA, func(ctx context.Context, c DoIt) error {
 		noErr(t, mb.Exec(ctx, busB, DoIt{"b"}))
 		log.add("A returns")
@@ -907,7 +907,7 @@ func TestNestedSendSameCommandType(t *testing.T) {
 	type step struct{ N int }
 	var mu sync.Mutex
 	mds := map[int]mb.Metadata{}
-	bus := mb.New(mb.Options{ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, s step) error {
 		md, _ := mb.MetadataFrom(ctx)
 		mu.Lock()
@@ -941,7 +941,7 @@ func TestNestedSendSameCommandType(t *testing.T) {
 func TestLazyTransaction(t *testing.T) {
 	t.Parallel()
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
+	bus := mb.New(&mb.Options{Transactor: tr, ErrorHandler: noErrors(t)})
 	type level struct{ N int }
 	errDeep := errors.New("level 2 fails")
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, l level) error {
@@ -981,7 +981,7 @@ func TestLazyTransaction(t *testing.T) {
 func TestTxFromErrors(t *testing.T) {
 	t.Parallel()
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr})
+	bus := mb.New(&mb.Options{Transactor: tr})
 	var kept context.Context
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error { kept = ctx; return nil })
 	noErr(t, mb.Exec(context.Background(), bus, DoIt{}))

@@ -196,7 +196,7 @@ type publishVariant struct {
 // event handlers); the tests require none.
 var mbErrors atomic.Int64
 
-func newBus(opts mb.Options) *mb.Bus {
+func newBus(opts *mb.Options) *mb.Bus {
 	opts.ErrorHandler = func(context.Context, error) { mbErrors.Add(1) }
 	return mb.New(opts)
 }
@@ -210,7 +210,7 @@ func mbSender(bus *mb.Bus) sendFunc {
 // BenchmarkSend and BenchmarkSendParallel.
 
 func newSendMB(testing.TB) sendFunc {
-	bus := newBus(mb.Options{})
+	bus := newBus(&mb.Options{})
 	mb.HandleCommand(bus, createUser)
 	return mbSender(bus)
 }
@@ -229,7 +229,7 @@ func passthrough(next mb.Handler) mb.Handler {
 }
 
 func newSendMBPassthrough(testing.TB) sendFunc {
-	bus := newBus(mb.Options{Middleware: []mb.Middleware{passthrough, passthrough, passthrough}})
+	bus := newBus(&mb.Options{Middleware: []mb.Middleware{passthrough, passthrough, passthrough}})
 	mb.HandleCommand(bus, createUser)
 	return mbSender(bus)
 }
@@ -249,7 +249,7 @@ func newSendDirectPassthrough(testing.TB) sendFunc {
 const middlewareTimeout = time.Minute
 
 func newSendMBRecoverValidateTimeout(testing.TB) sendFunc {
-	bus := newBus(mb.Options{})
+	bus := newBus(&mb.Options{})
 	bus.Use(mb.Recover(), mb.Validate(), mb.Timeout(middlewareTimeout))
 	mb.HandleCommand(bus, createUser)
 	return mbSender(bus)
@@ -292,7 +292,7 @@ func newSendDirectRecoverValidateTimeout(testing.TB) sendFunc {
 // BenchmarkSendEmit.
 
 func newSendEmitMB(testing.TB) sendFunc {
-	bus := newBus(mb.Options{})
+	bus := newBus(&mb.Options{})
 	mb.HandleCommand(bus, createUserEmit)
 	for _, h := range eventHandlers {
 		mb.Subscribe(bus, h)
@@ -314,7 +314,7 @@ func newSendEmitWatermillGroup(tb testing.TB) sendFunc {
 
 func newPublishMB(subs int) func(testing.TB) publishFunc {
 	return func(testing.TB) publishFunc {
-		bus := newBus(mb.Options{})
+		bus := newBus(&mb.Options{})
 		for _, h := range eventHandlers[:subs] {
 			mb.Subscribe(bus, h)
 		}

@@ -184,7 +184,7 @@ func (e *redisEnv) resetStream(tb testing.TB) {
 }
 
 func newRedisRegistry() *mb.Registry {
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: redisSource})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: redisSource})
 	mb.RegisterMessage[UserCreatedWire](reg)
 	return reg
 }
@@ -407,7 +407,7 @@ func newRedisConsumeMB(tb testing.TB, e *redisEnv, m int) func() consumeOp {
 	pub, events := redisPublisher(tb, e, m)
 	streams := &ackCounting{Streams: newStreams(tb, e)}
 	reg := newRedisRegistry()
-	bus := newBus(mb.Options{})
+	bus := newBus(&mb.Options{})
 	mb.Subscribe(bus, handleRedisUserCreated)
 	return func() consumeOp {
 		prepareConsume(tb, e, pub, events)

@@ -93,7 +93,7 @@ func closePostgres() {
 // that do not touch the database.
 func newTxBus(tb testing.TB, write bool) *mb.Bus {
 	db := postgres(tb)
-	bus := mb.New(mb.Options{Transactor: sqlTransactor{db}, ErrorHandler: func(_ context.Context, err error) { tb.Error(err) }})
+	bus := mb.New(&mb.Options{Transactor: sqlTransactor{db}, ErrorHandler: func(_ context.Context, err error) { tb.Error(err) }})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateUser) (User, error) {
 		if write {
 			tx := txOf(ctx)

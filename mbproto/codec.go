@@ -57,15 +57,19 @@ type Options struct {
 	Unmarshal proto.UnmarshalOptions
 }
 
-func (o *Options) validate() error {
+// Validate returns the problems of o joined, each wrapping
+// [mb.ErrInvalidArgument] and naming the field and the fix: a ContentType
+// that is not a media type, Marshal.UseCachedSize set. [New] panics with
+// this error.
+func (o *Options) Validate() error {
 	var errs []error
 	if o.ContentType != "" {
 		if _, _, err := mime.ParseMediaType(o.ContentType); err != nil {
-			errs = append(errs, fmt.Errorf("mbproto: Options.ContentType %q is not a media type (%v); leave it empty for %q", o.ContentType, err, DefaultContentType))
+			errs = append(errs, fmt.Errorf("%w: mbproto: Options.ContentType %q is not a media type (%v); leave it empty for %q", mb.ErrInvalidArgument, o.ContentType, err, DefaultContentType))
 		}
 	}
 	if o.Marshal.UseCachedSize {
-		errs = append(errs, errors.New("mbproto: Options.Marshal.UseCachedSize is set; the codec cannot know that a cached size is current, leave it false"))
+		errs = append(errs, fmt.Errorf("%w: mbproto: Options.Marshal.UseCachedSize is set; the codec cannot know that a cached size is current, leave it false", mb.ErrInvalidArgument))
 	}
 	return errors.Join(errs...)
 }
@@ -91,16 +95,16 @@ type Codec struct {
 
 var _ mb.Codec = (*Codec)(nil)
 
-// New returns a Codec with the given options; opts may be nil. It panics,
-// with all problems joined, if the options are invalid (a ContentType that
-// is not a media type, Marshal.UseCachedSize set): they are a programming
+// New returns a Codec with the given options; opts may be nil for the
+// defaults, and the Codec keeps a copy. It panics with the error of
+// [Options.Validate] if the options are invalid: they are a programming
 // error.
 func New(opts *Options) *Codec {
 	c := &Codec{}
 	if opts != nil {
 		c.opts = *opts
 	}
-	if err := c.opts.validate(); err != nil {
+	if err := c.opts.Validate(); err != nil {
 		panic(err)
 	}
 	return c

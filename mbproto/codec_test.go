@@ -42,7 +42,7 @@ const directName = "test.order.shipped"
 
 func newRegistry(t testing.TB) *mb.Registry {
 	t.Helper()
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/test"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/test"})
 	mb.RegisterMessage[OrderPlaced](reg)
 	mb.RegisterMessage[OrderPlacedV2](reg)
 	mb.RegisterMessage[directpb.OrderShipped](reg)
@@ -459,6 +459,7 @@ func TestContentType(t *testing.T) {
 func TestNewInvalidOptions(t *testing.T) {
 	defer func() {
 		err, _ := recover().(error)
+		wantErr(t, err, mb.ErrInvalidArgument)
 		wantText(t, err, "Options.ContentType \"text/\" is not a media type", "Options.Marshal.UseCachedSize")
 	}()
 	mbproto.New(&mbproto.Options{ContentType: "text/", Marshal: proto.MarshalOptions{UseCachedSize: true}})
@@ -553,7 +554,7 @@ func TestConcurrentUse(t *testing.T) {
 // As a registry's codec, the codec refuses at registration the types it
 // cannot carry.
 func TestCheckTypeAtRegistration(t *testing.T) {
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/test", Codec: mbproto.New(nil)})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/test", Codec: mbproto.New(nil)})
 	if err := mb.RegisterMessageSafely[OrderPlaced](reg); err != nil {
 		t.Fatal(err)
 	}

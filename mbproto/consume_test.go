@@ -40,7 +40,7 @@ func TestPublishConsume(t *testing.T) {
 	}
 	defer dlq.Close()
 
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/orders"})
 	mb.RegisterMessage[OrderPlaced](reg)
 	codec := mbproto.New(nil)
 
@@ -170,7 +170,7 @@ func TestConsumeDuringMigrationFromJSON(t *testing.T) {
 	defer cancel()
 	tr := mbmem.New(nil)
 	defer tr.Close()
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/orders"})
 	mb.RegisterMessage[OrderPlaced](reg)
 	codec := mbproto.New(nil)
 

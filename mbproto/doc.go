@@ -17,7 +17,7 @@
 //
 //	func (OrderPlaced) MessageName() string { return "orders.placed" }
 //
-//	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders", Codec: mbproto.New(nil)})
+//	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/orders", Codec: mbproto.New(nil)})
 //	mb.RegisterMessage[OrderPlaced](reg)
 //
 //	pub, err := mb.NewPublisher(transport, reg, nil)

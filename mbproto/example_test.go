@@ -23,7 +23,7 @@ func (OrderPlaced) MessageName() string { return "orders.placed" }
 func Example() {
 	// The registry's codec: Encode, Decode, publishers and consumers use
 	// it, and RegisterMessage refuses types it cannot carry.
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/orders", Codec: mbproto.New(nil)})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/orders", Codec: mbproto.New(nil)})
 	mb.RegisterMessage[OrderPlaced](reg)
 
 	bus := mb.New()

@@ -19,7 +19,7 @@ import (
 // with mb.ErrDecode; what decodes must encode again, and encoding is then
 // stable: decoding and re-encoding that output gives the same bytes.
 func FuzzUnmarshal(f *testing.F) {
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/fuzz"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/fuzz"})
 	mb.RegisterMessage[OrderPlaced](reg)
 	mb.RegisterMessage[directpb.OrderShipped](reg)
 	codec := mbproto.New(&mbproto.Options{Marshal: proto.MarshalOptions{Deterministic: true}})

@@ -41,7 +41,7 @@ func TestSoakRedisRestarts(t *testing.T) {
 	reg := rtRegistry()
 	var fx effects
 	var inbox mbmem.Inbox
-	bus := mb.New(mb.Options{ErrorHandler: func(context.Context, error) {}})
+	bus := mb.New(&mb.Options{ErrorHandler: func(context.Context, error) {}})
 	mb.Subscribe(bus, func(_ context.Context, e rtEvent) error {
 		if rand.IntN(20) == 0 {
 			return mb.Retryable(errors.New("flaky dependency"))

@@ -40,7 +40,7 @@ const rtTopic = "events"
 func rtRouter(string) string { return rtTopic }
 
 func rtRegistry() *mb.Registry {
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/mbredis-test"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/mbredis-test"})
 	mb.RegisterMessage[rtEvent](reg)
 	return reg
 }

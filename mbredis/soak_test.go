@@ -51,7 +51,7 @@ func TestSoakConsumerChurn(t *testing.T) {
 	var fx effects
 	var failures atomic.Int64
 	var inbox mbmem.Inbox
-	bus := mb.New(mb.Options{ErrorHandler: func(context.Context, error) {}})
+	bus := mb.New(&mb.Options{ErrorHandler: func(context.Context, error) {}})
 	mb.Subscribe(bus, func(ctx context.Context, e rtEvent) error {
 		if rand.IntN(20) == 0 { // 5 %
 			failures.Add(1)

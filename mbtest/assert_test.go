@@ -205,7 +205,7 @@ func TestAssertNoErrors(t *testing.T) {
 	})
 	t.Run("event handler and reported", func(t *testing.T) {
 		ft := &fakeT{}
-		bus, rec := mbtest.NewBus(ft, mb.Options{MaxCascadeDepth: 1})
+		bus, rec := mbtest.NewBus(ft, &mb.Options{MaxCascadeDepth: 1})
 		mb.HandleCommand(bus, createUser)
 		mb.Subscribe(bus, func(ctx context.Context, e UserCreated) error { return errSMTP }, mb.WithName("email"))
 		mb.Subscribe(bus, func(ctx context.Context, e Loop) error { return mb.Emit(ctx, Loop{e.N + 1}) }, mb.WithName("loop"))

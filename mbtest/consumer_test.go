@@ -21,7 +21,7 @@ func (Shipped) MessageName() string { return "test.shipped" }
 func TestRunConsumer(t *testing.T) {
 	tr := mbmem.New(nil)
 	defer tr.Close()
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: "/test"})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/test"})
 	mb.RegisterMessage[Shipped](reg)
 	handled := make(chan string, 1)
 	bus := mb.New()

@@ -117,7 +117,7 @@ func ExampleRecorder_Events() {
 // nested Send sets a savepoint and rolls back to it when it fails.
 func ExampleTransactor() {
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr})
+	bus := mb.New(&mb.Options{Transactor: tr})
 	registerNested(bus) // Outer sends Inner and carries on if it fails
 
 	res, err := mb.Send[string](context.Background(), bus, Outer{FailInner: true})

@@ -176,7 +176,7 @@ func (r *Recorder) recordEvent(ctx context.Context, event any) error {
 }
 
 // ErrorHandler records err. Use the method value as the bus's error hook,
-// mb.Options{ErrorHandler: rec.ErrorHandler}, to capture what mb reports
+// &mb.Options{ErrorHandler: rec.ErrorHandler}, to capture what mb reports
 // there: failing or panicking event handlers (*mb.HandlerError), cascades
 // past the depth limit and panicking after-commit hooks. [NewBus] wires it.
 // It is safe to call from many goroutines at once.
@@ -284,7 +284,7 @@ func CommandsOf[T any](rec *Recorder) []T {
 	return out
 }
 
-// NewBus returns a new bus configured by at most one Options value, with a
+// NewBus returns a new bus configured by at most one *Options, with a
 // [Recorder] attached and its [Recorder.ErrorHandler] wired as the bus's
 // error hook (after which an ErrorHandler given in opts is still called).
 //
@@ -293,16 +293,20 @@ func CommandsOf[T any](rec *Recorder) []T {
 // checked with [AssertNoErrors], or dropped with [Recorder.Reset]): a
 // failing event handler does not fail mb.Send, so without this check it
 // would go unnoticed. NewBus fails the test at once, with t.Fatalf, for
-// more than one Options value or options that mb.New rejects.
-func NewBus(t testing.TB, opts ...mb.Options) (*mb.Bus, *Recorder) {
+// more than one *Options or options that mb.New rejects.
+func NewBus(t testing.TB, opts ...*mb.Options) (*mb.Bus, *Recorder) {
 	t.Helper()
 	if len(opts) > 1 {
-		t.Fatalf("mbtest.NewBus: got %d mb.Options values, want at most one", len(opts))
+		t.Fatalf("mbtest.NewBus: got %d *mb.Options, want at most one", len(opts))
 		return nil, nil
 	}
 	var o mb.Options
-	if len(opts) == 1 {
-		o = opts[0]
+	if len(opts) == 1 && opts[0] != nil {
+		o = *opts[0]
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("mbtest.NewBus: %v", err)
+		return nil, nil
 	}
 	rec := &Recorder{}
 	if user := o.ErrorHandler; user != nil {
@@ -313,11 +317,7 @@ func NewBus(t testing.TB, opts ...mb.Options) (*mb.Bus, *Recorder) {
 	} else {
 		o.ErrorHandler = rec.ErrorHandler
 	}
-	bus, err := newBus(o)
-	if err != nil {
-		t.Fatalf("mbtest.NewBus: %v", err)
-		return nil, nil
-	}
+	bus := mb.New(&o)
 	rec.Attach(bus)
 	t.Cleanup(func() {
 		t.Helper()
@@ -329,16 +329,4 @@ func NewBus(t testing.TB, opts ...mb.Options) (*mb.Bus, *Recorder) {
 	return bus, rec
 }
 
-// newBus calls mb.New, turning its panic on invalid options into an error.
-func newBus(o mb.Options) (bus *mb.Bus, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			if e, ok := p.(error); ok {
-				err = e
-			} else {
-				err = fmt.Errorf("%v", p)
-			}
-		}
-	}()
-	return mb.New(o), nil
-}
+

@@ -346,7 +346,7 @@ func TestRecorderEventHandlerError(t *testing.T) {
 type Loop struct{ N int }
 
 func TestRecorderCapturesCascadeLimit(t *testing.T) {
-	bus, rec := mbtest.NewBus(t, mb.Options{MaxCascadeDepth: 2})
+	bus, rec := mbtest.NewBus(t, &mb.Options{MaxCascadeDepth: 2})
 	mb.Subscribe(bus, func(ctx context.Context, e Loop) error {
 		return mb.Emit(ctx, Loop{N: e.N + 1})
 	})
@@ -424,7 +424,7 @@ func TestRecorderAttachTwiceAndTwoRecorders(t *testing.T) {
 
 func TestRecorderOnTwoBuses(t *testing.T) {
 	var rec mbtest.Recorder // the zero value is ready to use
-	bus1 := mb.New(mb.Options{ErrorHandler: rec.ErrorHandler})
+	bus1 := mb.New(&mb.Options{ErrorHandler: rec.ErrorHandler})
 	bus2 := mb.New()
 	rec.Attach(bus1)
 	rec.Attach(bus2)
@@ -451,8 +451,8 @@ func TestRecordNilBusPanics(t *testing.T) {
 }
 
 func TestRecorderWithBusWideRetry(t *testing.T) {
-	bus, rec := mbtest.NewBus(t, mb.Options{Middleware: []mb.Middleware{
-		mb.Retry(mb.RetryOptions{InitialBackoff: time.Millisecond}),
+	bus, rec := mbtest.NewBus(t, &mb.Options{Middleware: []mb.Middleware{
+		mb.Retry(&mb.RetryOptions{Backoff: mb.Backoff{Min: time.Millisecond}}),
 	}})
 	tries := 0
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateUser) (User, error) {
@@ -525,7 +525,7 @@ func TestNewBusUnreadErrors(t *testing.T) {
 func TestNewBusForwardsToErrorHandler(t *testing.T) {
 	var mu sync.Mutex
 	var got []error
-	bus, rec := mbtest.NewBus(t, mb.Options{ErrorHandler: func(ctx context.Context, err error) {
+	bus, rec := mbtest.NewBus(t, &mb.Options{ErrorHandler: func(ctx context.Context, err error) {
 		mu.Lock()
 		got = append(got, err)
 		mu.Unlock()
@@ -547,15 +547,15 @@ func TestNewBusForwardsToErrorHandler(t *testing.T) {
 func TestNewBusBadOptions(t *testing.T) {
 	t.Run("two", func(t *testing.T) {
 		ft := &fakeT{}
-		catch(func() { mbtest.NewBus(ft, mb.Options{}, mb.Options{}) })
-		checkOneMessage(t, ft, "mbtest.NewBus: got 2 mb.Options values, want at most one")
+		catch(func() { mbtest.NewBus(ft, &mb.Options{}, &mb.Options{}) })
+		checkOneMessage(t, ft, "mbtest.NewBus: got 2 *mb.Options, want at most one")
 		if !ft.fatal {
 			t.Error("NewBus did not stop the test")
 		}
 	})
 	t.Run("invalid", func(t *testing.T) {
 		ft := &fakeT{}
-		catch(func() { mbtest.NewBus(ft, mb.Options{MaxCascadeDepth: -1, EventConcurrency: -1}) })
+		catch(func() { mbtest.NewBus(ft, &mb.Options{MaxCascadeDepth: -1, EventConcurrency: -1}) })
 		checkOneMessage(t, ft, "mbtest.NewBus: ", "MaxCascadeDepth is -1", "EventConcurrency is -1")
 		if !ft.fatal {
 			t.Error("NewBus did not stop the test")
@@ -566,7 +566,7 @@ func TestNewBusBadOptions(t *testing.T) {
 // TestRecorderConcurrent runs many Sends at once, with concurrent event
 // handlers, while reading the recorder; run with -race.
 func TestRecorderConcurrent(t *testing.T) {
-	bus, rec := mbtest.NewBus(t, mb.Options{EventConcurrency: 4})
+	bus, rec := mbtest.NewBus(t, &mb.Options{EventConcurrency: 4})
 	mb.HandleCommand(bus, createUser)
 	mb.Subscribe(bus, sendWelcomeEmail)
 	mb.Subscribe(bus, func(ctx context.Context, e UserCreated) error { return nil })
@@ -612,7 +612,7 @@ func TestRecorderConcurrent(t *testing.T) {
 
 func TestRecorderWithTransactor(t *testing.T) {
 	tr := &mbtest.Transactor{}
-	bus, rec := mbtest.NewBus(t, mb.Options{Transactor: tr})
+	bus, rec := mbtest.NewBus(t, &mb.Options{Transactor: tr})
 	mb.HandleCommand(bus, createUser)
 	if _, err := mb.Send[User](t.Context(), bus, CreateUser{Username: "me"}); err != nil {
 		t.Fatal(err)

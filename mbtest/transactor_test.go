@@ -41,7 +41,7 @@ func TestTransactorUnitOfWork(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := &mbtest.Transactor{}
-			bus := mb.New(mb.Options{Transactor: tr})
+			bus := mb.New(&mb.Options{Transactor: tr})
 			registerNested(bus)
 			if _, err := mb.Send[string](t.Context(), bus, tt.cmd); !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Send error = %v, want %v", err, tt.wantErr)
@@ -53,7 +53,7 @@ func TestTransactorUnitOfWork(t *testing.T) {
 
 func TestTransactorEventHandlersGetTheirOwn(t *testing.T) {
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr})
+	bus := mb.New(&mb.Options{Transactor: tr})
 	var ids []int
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateUser) (User, error) {
 		tx, err := mb.TxFrom(ctx)
@@ -83,7 +83,7 @@ func TestTransactorEventHandlersGetTheirOwn(t *testing.T) {
 func TestTransactorCommitErr(t *testing.T) {
 	errCommit := errors.New("serialization failure")
 	tr := &mbtest.Transactor{CommitErr: errCommit}
-	bus, rec := mbtest.NewBus(t, mb.Options{Transactor: tr})
+	bus, rec := mbtest.NewBus(t, &mb.Options{Transactor: tr})
 	mb.HandleCommand(bus, createUser)
 	_, err := mb.Send[User](t.Context(), bus, CreateUser{Username: "me"})
 	if !errors.Is(err, errCommit) || !strings.Contains(err.Error(), "mb: commit") {
@@ -99,7 +99,7 @@ func TestTransactorCommitErr(t *testing.T) {
 func TestTransactorBeginErr(t *testing.T) {
 	errBegin := errors.New("too many connections")
 	tr := &mbtest.Transactor{BeginErr: errBegin}
-	bus, rec := mbtest.NewBus(t, mb.Options{Transactor: tr})
+	bus, rec := mbtest.NewBus(t, &mb.Options{Transactor: tr})
 	mb.HandleCommand(bus, createUser)
 	if _, err := mb.Send[User](t.Context(), bus, CreateUser{Username: "me"}); !errors.Is(err, errBegin) {
 		t.Fatalf("Send error = %v, want %v", err, errBegin)
@@ -113,7 +113,7 @@ func TestTransactorBeginErr(t *testing.T) {
 func TestTransactorRollbackErr(t *testing.T) {
 	errRollback := errors.New("connection lost")
 	tr := &mbtest.Transactor{RollbackErr: errRollback}
-	bus := mb.New(mb.Options{Transactor: tr})
+	bus := mb.New(&mb.Options{Transactor: tr})
 	mb.HandleCommand(bus, createUser)
 	_, err := mb.Send[User](t.Context(), bus, CreateUser{})
 	if !errors.Is(err, errNoUsername) || !errors.Is(err, errRollback) {
@@ -173,7 +173,7 @@ func TestTransactorOnCallAndReset(t *testing.T) {
 	tr := &mbtest.Transactor{}
 	var log []string
 	tr.OnCall(func(call string) { log = append(log, "hook: "+call) })
-	bus := mb.New(mb.Options{Transactor: tr})
+	bus := mb.New(&mb.Options{Transactor: tr})
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateUser) (User, error) {
 		log = append(log, "handler")
 		return User{}, useDB(ctx)
@@ -195,7 +195,7 @@ func TestTransactorOnCallAndReset(t *testing.T) {
 
 func TestTransactorConcurrent(t *testing.T) {
 	tr := &mbtest.Transactor{}
-	bus := mb.New(mb.Options{Transactor: tr})
+	bus := mb.New(&mb.Options{Transactor: tr})
 	mb.HandleCommand(bus, createUser)
 	const n = 40
 	var wg sync.WaitGroup

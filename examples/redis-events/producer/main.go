@@ -49,7 +49,7 @@ func run(n int) error {
 	}
 	defer streams.Close()
 
-	reg := mb.NewRegistry(mb.RegistryOptions{Source: orders.Source})
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: orders.Source})
 	orders.Register(reg)
 	pub, err := mb.NewPublisher(streams, reg, nil)
 	if err != nil {
