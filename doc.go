@@ -179,6 +179,31 @@
 // as Redis Streams and mbmem); an existing group always resumes where it
 // left off.
 //
+// # Configuration
+//
+// Every package of mb is configured the same way:
+//
+//   - A constructor takes its required arguments and a pointer to an
+//     options struct named after what it configures ([Options] for the
+//     bus, [RegistryOptions], [PublisherOptions], [ConsumerOptions],
+//     [RetryOptions]; adapters' Options and StreamsOptions likewise). Nil
+//     means the defaults, zero fields take the documented defaults, and
+//     the constructor keeps a copy: changing the struct afterwards has no
+//     effect. [New] and [NewRegistry] take the pointer variadically, so
+//     that mb.New() needs none.
+//   - Each options type has a Validate method that returns every problem
+//     at once, joined, each wrapping [ErrInvalidArgument] and naming the
+//     field and the fix.
+//   - Constructors that return an error return those problems (with the
+//     ones that depend on the other arguments, such as what a driver can
+//     honour). The set-up functions that have no error result ([New],
+//     [NewRegistry], [Retry], [Timeout], the registrations without Safely)
+//     panic with it instead: they run at start-up, where such a mistake is
+//     a bug. Call Validate, or the ...Safely variant, to get the error.
+//   - Options of one handler are [HandlerOption] values ([WithName],
+//     [WithMiddleware], [WithPriority]) given to its registration.
+//   - Every wait between tries is a [Backoff].
+//
 // # Concurrency
 //
 // A [Bus] is safe for concurrent use. Dispatch reads an immutable snapshot
