@@ -8,53 +8,64 @@ import (
 	"sync"
 )
 
+// dedupEntry is an event's type and DedupKey.
 type dedupEntry struct {
 	t   reflect.Type
 	key string
+}
+
+// dedupSet is the (type, key) pairs dispatched in one cascade: a short
+// list on the stack, then a map once the list grows.
+type dedupSet struct {
+	buf  [4]dedupEntry
+	list []dedupEntry
+	m    map[dedupEntry]struct{}
+}
+
+// add records k and reports whether it is new.
+func (s *dedupSet) add(k dedupEntry) bool {
+	if s.m != nil {
+		if _, dup := s.m[k]; dup {
+			return false
+		}
+		s.m[k] = struct{}{}
+		return true
+	}
+	if s.list == nil {
+		s.list = s.buf[:0]
+	}
+	if slices.Contains(s.list, k) {
+		return false
+	}
+	s.list = append(s.list, k)
+	if len(s.list) > 16 {
+		s.m = make(map[dedupEntry]struct{}, 64)
+		for _, e := range s.list {
+			s.m[e] = struct{}{}
+		}
+	}
+	return true
 }
 
 // dispatch delivers a committed unit's events, and the events their handlers
 // emit, breadth-first: each event's handlers run before the next event's,
 // and events emitted by handlers join the end of the queue. An event whose
 // type and DedupKey were already dispatched in this cascade is skipped.
+// first is only read.
 //
-// The first events come as pointers (a unit's) or as a slice of records
-// (published from outside a handler). With root set, the first event is
-// one that arrived from a transport: its handlers run behind root.guard and
-// their errors are collected in root.errs instead of being reported.
-func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, firstRecs []eventRecord, root *incomingRoot) {
+// With root set, the first event is one that arrived from a transport: its
+// handlers run behind root.guard and their errors are collected in
+// root.errs instead of being reported.
+func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incomingRoot) {
 	reg := b.reg.Load()
-	// The (type, key) pairs dispatched so far: a short list, then a map.
-	var seenBuf [4]dedupEntry
-	seen := seenBuf[:0]
-	var seenMap map[dedupEntry]struct{}
+	var seen dedupSet
 	var buf [8]*eventRecord
 	queue := append(buf[:0], first...)
-	for i := range firstRecs {
-		queue = append(queue, &firstRecs[i])
-	}
 	for i := 0; i < len(queue); i++ {
 		rec := queue[i]
 		queue[i] = nil // let handled events go
-		if rec.keyed {
-			k := dedupEntry{rec.et.info.typ, rec.key}
-			if seenMap != nil {
-				if _, dup := seenMap[k]; dup {
-					continue
-				}
-				seenMap[k] = struct{}{}
-			} else {
-				if slices.Contains(seen, k) {
-					continue
-				}
-				seen = append(seen, k)
-				if len(seen) > 16 {
-					seenMap = make(map[dedupEntry]struct{}, 64)
-					for _, s := range seen {
-						seenMap[s] = struct{}{}
-					}
-				}
-			}
+		if rec.keyed && !seen.add(dedupEntry{rec.et.info.typ, rec.key}) {
+			continue
 		}
 		// Handlers were resolved when the event was recorded; resolve
 		// again only if registrations changed since.
@@ -203,6 +214,6 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 	rec := &eventRecord{value: v, et: et, reg: reg}
 	rec.meta.id, rec.meta.corr, rec.meta.causeID, rec.meta.wire = in.id, in.correlation, in.causation, &in
 	root := &incomingRoot{guard: guard}
-	b.dispatch(ctx, []*eventRecord{rec}, nil, root)
+	b.dispatch(ctx, []*eventRecord{rec}, root)
 	return root.errs
 }

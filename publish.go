@@ -173,6 +173,24 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 	if p.closed.Load() {
 		return fmt.Errorf("mb: Publish after Close: %w", mbdriver.ErrClosed)
 	}
+	topics, err := p.encode(ctx, events)
+	if err != nil {
+		return err
+	}
+	for _, b := range topics {
+		for start := 0; start < len(b.msgs); start += p.maxBatch {
+			chunk := b.msgs[start:min(start+p.maxBatch, len(b.msgs))]
+			if err := p.send(ctx, b.topic, chunk); err != nil {
+				return fmt.Errorf("mb: Publish: %d message(s) to topic %q: %w", len(chunk), b.topic, err)
+			}
+		}
+	}
+	return nil
+}
+
+// encode encodes events in envelopes with the identity ctx gives them and
+// groups them by topic, in the order each topic first appears.
+func (p *Publisher) encode(ctx context.Context, events []any) ([]*topicBatch, error) {
 	var corr, cause string
 	if md, ok := MetadataFrom(ctx); ok {
 		corr, cause = md.CorrelationID, md.ID
@@ -192,14 +210,14 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 			env.CorrelationID = env.ID
 		}
 		if err := p.reg.encode(&env, ev, p.codec, &env); err != nil {
-			return fmt.Errorf("mb: Publish: event %d (%T): %w", i, ev, err)
+			return nil, fmt.Errorf("mb: Publish: event %d (%T): %w", i, ev, err)
 		}
 		hts := ts
 		if p.onPublish != nil {
 			e := new(Envelope) // the hook's copy: env itself stays on the stack
 			*e = env
 			if err := p.hook(ctx, e); err != nil {
-				return fmt.Errorf("mb: Publish: event %d (%T): after PublisherOptions.OnPublish: %w", i, ev, err)
+				return nil, fmt.Errorf("mb: Publish: event %d (%T): after PublisherOptions.OnPublish: %w", i, ev, err)
 			}
 			env = *e
 			if !env.Time.Equal(now) { // the hook moved it
@@ -211,7 +229,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 		}
 		topic := p.route(env.Type)
 		if topic == "" {
-			return fmt.Errorf("%w: Publish: the Router maps %q to an empty topic", ErrInvalidArgument, env.Type)
+			return nil, fmt.Errorf("%w: Publish: the Router maps %q to an empty topic", ErrInvalidArgument, env.Type)
 		}
 		j := slices.IndexFunc(topics, func(b *topicBatch) bool { return b.topic == topic })
 		if j < 0 {
@@ -223,15 +241,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 		*m = mbdriver.Message{ID: env.ID, Headers: env.headers(hts), Body: env.Data, PartitionKey: env.PartitionKey}
 		b.msgs = append(b.msgs, m)
 	}
-	for _, b := range topics {
-		for start := 0; start < len(b.msgs); start += p.maxBatch {
-			chunk := b.msgs[start:min(start+p.maxBatch, len(b.msgs))]
-			if err := p.send(ctx, b.topic, chunk); err != nil {
-				return fmt.Errorf("mb: Publish: %d message(s) to topic %q: %w", len(chunk), b.topic, err)
-			}
-		}
-	}
-	return nil
+	return topics, nil
 }
 
 // hook runs OnPublish on env and checks what it left; a panic in it is an

@@ -356,6 +356,11 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 			recs[i].meta.inherit(ctx, nil)
 		}
 	}
-	bus.dispatch(context.WithoutCancel(ctx), nil, recs, nil)
+	var buf [8]*eventRecord
+	first := buf[:0]
+	for i := range recs {
+		first = append(first, &recs[i])
+	}
+	bus.dispatch(context.WithoutCancel(ctx), first, nil)
 	return nil
 }

@@ -493,7 +493,7 @@ func (f *frame) finishRoot(x *frameExt, err error) error {
 	evs, hooks, err := f.endUnit(x, err)
 	if err != nil {
 		if len(evs) > 0 {
-			f.bus().dispatch(context.WithoutCancel(f.Context), evs, nil, nil)
+			f.bus().dispatch(context.WithoutCancel(f.Context), evs, nil)
 		}
 		return err
 	}
@@ -502,7 +502,7 @@ func (f *frame) finishRoot(x *frameExt, err error) error {
 		// caller's context.
 		ctx := context.WithoutCancel(f.Context)
 		if len(evs) > 0 {
-			f.bus().dispatch(ctx, evs, nil, nil)
+			f.bus().dispatch(ctx, evs, nil)
 		}
 		if len(hooks) > 0 {
 			f.bus().runAfter(ctx, hooks)
