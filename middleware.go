@@ -219,7 +219,7 @@ func attempt(ctx context.Context, msg *Message, next Handler) (out any, err erro
 	if outer == nil || !outer.hasUnit() {
 		return next.Handle(ctx, msg)
 	}
-	f, ok, err := nest(ctx, outer, nil)
+	f, ok, err := nestTry(ctx, outer)
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,7 @@ func checkResult(e *entry, want reflect.Type) error {
 // root of a new unit.
 func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 	if outer := frameFrom(ctx); outer != nil && outer.bus() == b && outer.hasUnit() {
-		f, ok, err := nest(ctx, outer, e)
+		f, ok, err := nestSend(ctx, outer, e)
 		if err != nil {
 			return nil, err
 		}

@@ -1,5 +1,37 @@
 package mb
 
+// The unit of work.
+//
+// Lifecycle. A Send from outside any handler, and each event handler,
+// opens a unit: a root frame (newFrame for a command, runEvent for an
+// event handler) whose extension holds the unit. The handler runs with the
+// frame as its context; Emit, BeforeCommit, AfterCommit and AfterRollback
+// record into the unit; TxFrom begins its transaction on first use
+// (txFor). When the handler returns, endUnit runs the before-commit hooks,
+// commits (or rolls back on any failure) and closes the unit; finishRoot
+// (or dispatch, for an event handler's unit) then dispatches the recorded
+// events and runs the after-commit hooks. A Send from inside a handler
+// (nestSend), and each try of the Retry middleware (nestTry), opens a
+// nested frame in the same unit instead, with a savepoint when the
+// transaction has begun; finishNested releases it, or on failure rolls it
+// back and discards what the frame and the frames inside it recorded
+// (discard), keeping only DispatchOnRollback events.
+//
+// Frame shapes, each one allocation: a bare frame (a handler without
+// middleware that records nothing: Send's common case), a unitFrame or a
+// queryFrame (frame and extension together, when middleware will read the
+// message), a frame whose unitExt is allocated on first use (ext), and a
+// nestedFrame (frame and frameExt, for nested frames).
+//
+// Locks. unit.mu guards the events, hooks and frame states of a unit; it
+// is held only for short bookkeeping, never while user code runs or I/O
+// happens. unit.txMu serialises beginning the transaction, setting
+// savepoints and the end of the unit; it is held during Begin and
+// Savepoint calls. Where both are needed, txMu is taken first (txFor takes
+// mu inside txMu; endUnit releases mu before taking txMu). A frame's
+// extension is published with an atomic compare-and-swap (frame.ext), and
+// its state with an atomic store, so that the common path takes no lock.
+
 import (
 	"context"
 	"errors"
@@ -282,26 +314,34 @@ func (u *unit) savepoint(sp Savepointer, f *frame) error {
 	return nil
 }
 
-// nest opens a frame for handler e nested in outer's unit: the frame of a
-// Send from inside a handler, or of one try of the Retry middleware (e ==
-// nil: the same handler and message as outer). It sets a savepoint when the
-// transaction supports them. It reports false when outer's unit is no longer
-// open.
-func nest(ctx context.Context, outer *frame, e *entry) (*frame, bool, error) {
-	ox := outer.ext()
-	u := ox.unit
+// nestSend opens the frame of a Send from inside a handler: handler e,
+// nested in outer's unit, with outer's message as its cause. See open.
+func nestSend(ctx context.Context, outer *frame, e *entry) (*frame, bool, error) {
 	nf := &nestedFrame{}
-	f := &nf.frame
+	f, x := &nf.frame, &nf.ext
 	f.Context, f.e = ctx, e
-	x := &nf.ext
+	x.msg = Message{Kind: e.kind, Name: e.name, Handler: e.handler, meta: &x.meta}
+	x.meta.cause = outer.ext().msg.meta
+	return nf.open(outer)
+}
+
+// nestTry opens the frame of one try of the Retry middleware: the same
+// handler and message as outer, in a scope of its own. See open.
+func nestTry(ctx context.Context, outer *frame) (*frame, bool, error) {
+	nf := &nestedFrame{}
+	f, x := &nf.frame, &nf.ext
+	f.Context, f.e, f.rec = ctx, outer.e, outer.rec
+	x.msg = outer.ext().msg
+	return nf.open(outer)
+}
+
+// open nests nf, whose handler and message are set, in outer's unit, and
+// sets its savepoint when the unit's transaction has begun and supports
+// them. It reports false when outer's unit is no longer open.
+func (nf *nestedFrame) open(outer *frame) (*frame, bool, error) {
+	f, x := &nf.frame, &nf.ext
+	u := outer.ext().unit
 	x.unit, x.parent = u, outer
-	if e == nil {
-		f.e, f.rec = outer.e, outer.rec
-		x.msg = ox.msg
-	} else {
-		x.msg = Message{Kind: e.kind, Name: e.name, Handler: e.handler, meta: &x.meta}
-		x.meta.cause = ox.msg.meta
-	}
 	f.x.Store(x)
 	u.mu.Lock()
 	open := outer.isOpen(u)
