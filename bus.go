@@ -121,7 +121,7 @@ type Bus struct {
 	opts Options // with the defaults filled in
 
 	mu    sync.Mutex // serialises registration
-	reg   atomic.Pointer[registry]
+	table atomic.Pointer[handlerTable]
 	types sync.Map // reflect.Type -> *typeInfo
 }
 
@@ -140,7 +140,7 @@ func New(opts ...*Options) *Bus {
 	}
 	mustValid(o.Validate())
 	b := &Bus{opts: o.withDefaults()}
-	b.reg.Store(&registry{
+	b.table.Store(&handlerTable{
 		commands: map[reflect.Type]*entry{},
 		queries:  map[reflect.Type]*entry{},
 		mw:       b.opts.Middleware,
@@ -161,7 +161,7 @@ func (b *Bus) Use(mw ...Middleware) {
 			panic(fmt.Errorf("%w: Use: middleware %d is nil", ErrInvalidArgument, i))
 		}
 	}
-	b.update(func(r *registry) error {
+	b.update(func(r *handlerTable) error {
 		r.mw = append(r.mw[:len(r.mw):len(r.mw)], mw...)
 		return nil
 	})
@@ -180,8 +180,8 @@ func (b *Bus) Clone() *Bus {
 	}
 	c := &Bus{opts: b.opts}
 	c.opts.Middleware = slices.Clone(b.opts.Middleware)
-	old := b.reg.Load() // an immutable snapshot
-	r := &registry{
+	old := b.table.Load() // an immutable snapshot
+	r := &handlerTable{
 		commands: make(map[reflect.Type]*entry, len(old.commands)),
 		queries:  make(map[reflect.Type]*entry, len(old.queries)),
 		subs:     make([]*entry, len(old.subs)),
@@ -202,7 +202,7 @@ func (b *Bus) Clone() *Bus {
 	for i, e := range old.subs {
 		r.subs[i] = own(e)
 	}
-	c.reg.Store(r)
+	c.table.Store(r)
 	return c
 }
 
@@ -253,9 +253,9 @@ func (b *Bus) report(ctx context.Context, err error) {
 	b.opts.ErrorHandler(ctx, err)
 }
 
-// registry is an immutable snapshot of a bus's handlers. Registration copies
+// handlerTable is an immutable snapshot of a bus's handlers. Registration copies
 // it, so dispatch reads it without locking.
-type registry struct {
+type handlerTable struct {
 	commands map[reflect.Type]*entry
 	queries  map[reflect.Type]*entry // queries and stream queries
 	subs     []*entry                // event handlers in registration order
@@ -273,7 +273,7 @@ type eventType struct {
 }
 
 // eventType returns the cached eventType of t, resolving it on first use.
-func (b *Bus) eventType(r *registry, t reflect.Type) *eventType {
+func (b *Bus) eventType(r *handlerTable, t reflect.Type) *eventType {
 	if m := r.events.Load(); m != nil {
 		if et, ok := (*m)[t]; ok {
 			return et
@@ -304,11 +304,11 @@ func (b *Bus) eventType(r *registry, t reflect.Type) *eventType {
 	}
 }
 
-func (b *Bus) update(fn func(r *registry) error) error {
+func (b *Bus) update(fn func(r *handlerTable) error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	old := b.reg.Load()
-	r := &registry{
+	old := b.table.Load()
+	r := &handlerTable{
 		commands: make(map[reflect.Type]*entry, len(old.commands)+1),
 		queries:  make(map[reflect.Type]*entry, len(old.queries)+1),
 		subs:     old.subs[:len(old.subs):len(old.subs)],
@@ -340,7 +340,7 @@ func (b *Bus) update(fn func(r *registry) error) error {
 		subs[i] = rebuild(v)
 	}
 	r.subs = subs
-	b.reg.Store(r)
+	b.table.Store(r)
 	return nil
 }
 
@@ -349,7 +349,7 @@ func (b *Bus) update(fn func(r *registry) error) error {
 // implements, by ascending priority, then t's own before interfaces before
 // any, then in registration order. A handler reachable more than once runs
 // once.
-func (r *registry) handlersFor(t reflect.Type) []*entry {
+func (r *handlerTable) handlersFor(t reflect.Type) []*entry {
 	var hs []*entry
 	for _, s := range r.subs {
 		if s.msgType != t && (s.msgType.Kind() != reflect.Interface || !t.Implements(s.msgType)) {
@@ -406,7 +406,7 @@ func BusFrom(ctx context.Context) *Bus {
 // of the given types reach.
 func (b *Bus) subscribersOf(types []reflect.Type) []*entry {
 	var hs []*entry
-	r := b.reg.Load()
+	r := b.table.Load()
 	for _, s := range r.subs {
 		for _, t := range types {
 			if mayOverlap(s.msgType, t) {

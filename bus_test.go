@@ -1197,7 +1197,7 @@ func TestMessageName(t *testing.T) {
 	noErr(t, mb.Publish(context.Background(), bus, Renamed{"x"}, fragileName{&struct{ name string }{"n"}}))
 	wantSeq(t, names.get(), []string{"accounts.renamed", "mb_test.fragileName"})
 	hes := handlerErrors(t, sink.get())
-	if len(hes) != 2 || hes[0].Message != "accounts.renamed" || hes[1].Message != "mb_test.fragileName" {
+	if len(hes) != 2 || hes[0].Name != "accounts.renamed" || hes[1].Name != "mb_test.fragileName" {
 		t.Fatalf("reported %v", sink.get())
 	}
 }

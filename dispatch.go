@@ -57,7 +57,7 @@ func (s *dedupSet) add(k dedupEntry) bool {
 // handlers run behind root.guard and their errors are collected in
 // root.errs instead of being reported.
 func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incomingRoot) {
-	reg := b.reg.Load()
+	table := b.table.Load()
 	var seen dedupSet
 	var buf [8]*eventRecord
 	queue := append(buf[:0], first...)
@@ -70,8 +70,8 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incoming
 		// Handlers were resolved when the event was recorded; resolve
 		// again only if registrations changed since.
 		et := rec.et
-		if rec.reg != reg {
-			et = b.eventType(reg, et.info.typ)
+		if rec.table != table {
+			et = b.eventType(table, et.info.typ)
 		}
 		hs := et.handlers
 		if len(hs) == 0 {
@@ -79,7 +79,7 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incoming
 		}
 		if rec.depth > b.opts.MaxCascadeDepth {
 			b.report(ctx, &HandlerError{
-				Kind: KindEvent, Message: rec.et.info.name, MessageID: rec.meta.ID(),
+				Kind: KindEvent, Name: rec.et.info.name, ID: rec.meta.ID(),
 				Err: fmt.Errorf("%w: depth %d, limit %d", ErrCascadeLimit, rec.depth, b.opts.MaxCascadeDepth),
 			})
 			continue
@@ -166,8 +166,8 @@ func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord
 		return evs, nil
 	}
 	return evs, &HandlerError{
-		Kind: KindEvent, Message: rec.et.info.name, Handler: h.handler,
-		MessageID: rec.meta.ID(), Err: err,
+		Kind: KindEvent, Name: rec.et.info.name, Handler: h.handler,
+		ID: rec.meta.ID(), Err: err,
 	}
 }
 
@@ -206,12 +206,12 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 	if v == nil {
 		return []error{fmt.Errorf("%w: nil event", ErrInvalidMessage)}
 	}
-	reg := b.reg.Load()
-	et := b.eventType(reg, reflect.TypeOf(v))
+	table := b.table.Load()
+	et := b.eventType(table, reflect.TypeOf(v))
 	if et.info.err != nil {
 		return []error{et.info.err}
 	}
-	rec := &eventRecord{value: v, et: et, reg: reg}
+	rec := &eventRecord{value: v, et: et, table: table}
 	rec.meta.id, rec.meta.corr, rec.meta.causeID, rec.meta.wire = in.id, in.correlation, in.causation, &in
 	root := &incomingRoot{guard: guard}
 	b.dispatch(ctx, []*eventRecord{rec}, root)

@@ -159,6 +159,14 @@
 // per-partition-key order, consulting an [Inbox] so a redelivered message
 // has no second effect, and draining on shutdown.
 //
+// Three functions are called Publish, one per layer. [Publish] dispatches
+// events to this bus's handlers, in process (and inside a handler it is
+// [Emit]). [Publisher.Publish] encodes events as envelopes and sends them
+// to a broker, for the handlers of other processes, which receive them
+// through a [Consumer]. The Publish method of an [mbdriver.Publisher] is
+// the driver's: it moves already encoded messages and is called by
+// Publisher and Consumer, not by applications.
+//
 // Tracing plugs in at two hooks: [PublisherOptions.OnPublish] sees each
 // outgoing envelope with the publishing context (to write the
 // traceparent), and [ConsumerOptions.OnReceive] sees each incoming one

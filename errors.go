@@ -83,20 +83,21 @@ func (e *PanicError) Unwrap() []error {
 
 // HandlerError is what the bus reports to its error handler when an event
 // handler fails, panics or cannot be run. Its Err is the original error.
+// Its fields are named like those of [Metadata].
 type HandlerError struct {
-	Kind      Kind   // the kind of message being handled (KindEvent)
-	Message   string // the message name
-	Handler   string // the handler name; "" when no handler ran (cascade limit)
-	MessageID string // the id of the message
-	Err       error  // what went wrong
+	Kind    Kind   // the kind of message being handled (KindEvent)
+	Name    string // the message name
+	Handler string // the handler name; "" when no handler ran (cascade limit)
+	ID      string // the id of the message
+	Err     error  // what went wrong
 }
 
 // Error describes the failure with the message and handler names.
 func (e *HandlerError) Error() string {
 	if e.Handler == "" {
-		return fmt.Sprintf("mb: %s %s: %v", e.Kind, e.Message, e.Err)
+		return fmt.Sprintf("mb: %s %s: %v", e.Kind, e.Name, e.Err)
 	}
-	return fmt.Sprintf("mb: %s %s: handler %s: %v", e.Kind, e.Message, e.Handler, e.Err)
+	return fmt.Sprintf("mb: %s %s: handler %s: %v", e.Kind, e.Name, e.Handler, e.Err)
 }
 
 // Unwrap returns the original error.

@@ -141,10 +141,10 @@ type RetryOptions struct {
 	// DefaultRetryMinBackoff (10ms), DefaultRetryMaxBackoff (1s) and a
 	// Multiplier of 2.
 	Backoff Backoff
-	// Retryable decides which errors are worth another try. Nil means
+	// IsRetryable decides which errors are worth another try. Nil means
 	// [IsRetryable]: only errors marked with [Retryable] or having a
 	// Retryable() bool method that returns true.
-	Retryable func(error) bool
+	IsRetryable func(error) bool
 }
 
 // Validate returns the problems of o joined, each wrapping
@@ -167,8 +167,8 @@ func (o RetryOptions) withDefaults() RetryOptions {
 		o.MaxAttempts = DefaultRetryAttempts
 	}
 	o.Backoff = o.Backoff.withDefaults(DefaultRetryMinBackoff, DefaultRetryMaxBackoff)
-	if o.Retryable == nil {
-		o.Retryable = IsRetryable
+	if o.IsRetryable == nil {
+		o.IsRetryable = IsRetryable
 	}
 	return o
 }
@@ -197,7 +197,7 @@ func Retry(opts *RetryOptions) Middleware {
 		return HandlerFunc(func(ctx context.Context, msg *Message) (any, error) {
 			for n := 1; ; n++ {
 				out, err := attempt(ctx, msg, next)
-				if err == nil || n >= o.MaxAttempts || !o.Retryable(err) {
+				if err == nil || n >= o.MaxAttempts || !o.IsRetryable(err) {
 					return out, err
 				}
 				t := time.NewTimer(o.Backoff.Delay(n))

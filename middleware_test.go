@@ -486,7 +486,7 @@ func TestRetryDefaults(t *testing.T) {
 func TestRetryCustomRetryable(t *testing.T) {
 	t.Parallel()
 	opts := fastRetry(5)
-	opts.Retryable = func(err error) bool { return errors.Is(err, mb.ErrPanic) }
+	opts.IsRetryable = func(err error) bool { return errors.Is(err, mb.ErrPanic) }
 	bus := mb.New(&mb.Options{Middleware: []mb.Middleware{mb.Retry(opts)}})
 	var attempts atomic.Int32
 	mb.HandleCommand(bus, func(ctx context.Context, c CreateAccount) (Account, error) {

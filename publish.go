@@ -32,7 +32,7 @@ type PublisherOptions struct {
 	// one Publish call. Zero means DefaultMaxBatch.
 	MaxBatch int
 	// Retry says how often and how patiently a failed driver Publish is
-	// tried again. Only retryable errors are retried: Retry.Retryable
+	// tried again. Only retryable errors are retried: Retry.IsRetryable
 	// when set, otherwise the driver's IsRetryable method when it has one
 	// (every [mbdriver.Driver] does), otherwise [IsRetryable]. Zero
 	// fields take the defaults of [RetryOptions] (3 attempts, backoff
@@ -127,9 +127,9 @@ func (o *PublisherOptions) check(p *problems) {
 // withDefaults fills the zero fields of valid options for a publisher
 // over d and reg.
 func (o PublisherOptions) withDefaults(d mbdriver.Publisher, reg *Registry) PublisherOptions {
-	if o.Retry.Retryable == nil {
+	if o.Retry.IsRetryable == nil {
 		if r, ok := d.(interface{ IsRetryable(error) bool }); ok {
-			o.Retry.Retryable = r.IsRetryable
+			o.Retry.IsRetryable = r.IsRetryable
 		}
 	}
 	o.Retry = o.Retry.withDefaults()
@@ -273,7 +273,7 @@ func (p *Publisher) send(ctx context.Context, topic string, msgs []*mbdriver.Mes
 		if err == nil {
 			return nil
 		}
-		if n >= p.retry.MaxAttempts || !p.retry.Retryable(err) {
+		if n >= p.retry.MaxAttempts || !p.retry.IsRetryable(err) {
 			if n > 1 {
 				return fmt.Errorf("after %d attempts: %w", n, err)
 			}

@@ -177,7 +177,7 @@ func newEntry[M, F any](bus *Bus, kind Kind, fn F, opts []HandlerOption) (*entry
 }
 
 func (b *Bus) addSingle(e *entry) error {
-	return b.update(func(r *registry) error {
+	return b.update(func(r *handlerTable) error {
 		m := r.commands
 		if e.kind != KindCommand {
 			m = r.queries
@@ -353,7 +353,7 @@ func SubscribeSafely[E any](bus *Bus, h func(ctx context.Context, event E) error
 		}
 		return nil, h(ctx, ev)
 	})
-	return bus.update(func(r *registry) error {
+	return bus.update(func(r *handlerTable) error {
 		for _, s := range r.subs {
 			if s.handler != e.handler || !mayOverlap(s.msgType, e.msgType) {
 				continue

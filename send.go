@@ -28,7 +28,7 @@ func (b *Bus) lookup(ctx context.Context, kind Kind, t reflect.Type) (*entry, er
 	if t == nil {
 		return nil, fmt.Errorf("%w: nil %s", ErrInvalidMessage, kind)
 	}
-	r := b.reg.Load()
+	r := b.table.Load()
 	m := r.commands
 	if kind != KindCommand {
 		m = r.queries

@@ -237,8 +237,8 @@ type hook struct {
 // eventRecord is one emitted event on its way to its handlers.
 type eventRecord struct {
 	value any
-	et    *eventType // resolved against reg when the record was made
-	reg   *registry
+	et    *eventType // resolved against table when the record was made
+	table *handlerTable
 	key   string
 	keyed bool
 	keep  bool // dispatched even if its unit rolls back
@@ -603,18 +603,18 @@ func (f *frame) emit(events []any) error {
 
 // newRecords validates events and makes their records in one allocation.
 func newRecords(b *Bus, events []any, cause *meta) ([]eventRecord, error) {
-	reg := b.reg.Load()
+	table := b.table.Load()
 	recs := make([]eventRecord, len(events))
 	for i, v := range events {
 		if v == nil {
 			return nil, fmt.Errorf("%w: nil event", ErrInvalidMessage)
 		}
-		et := b.eventType(reg, reflect.TypeOf(v))
+		et := b.eventType(table, reflect.TypeOf(v))
 		if et.info.err != nil {
 			return nil, et.info.err
 		}
 		r := &recs[i]
-		r.value, r.et, r.reg, r.meta.cause = v, et, reg, cause
+		r.value, r.et, r.table, r.meta.cause = v, et, table, cause
 	}
 	// Keys are computed once all events are known to be valid: DedupKey is
 	// the user's code.

@@ -530,10 +530,10 @@ func TestCascadeLimit(t *testing.T) {
 			if len(hes) != 1 || !errors.Is(hes[0], mb.ErrCascadeLimit) {
 				t.Fatalf("reported %v, want one ErrCascadeLimit", sink.get())
 			}
-			if hes[0].Kind != mb.KindEvent || hes[0].Message != "mb_test.Ping" {
+			if hes[0].Kind != mb.KindEvent || hes[0].Name != "mb_test.Ping" {
 				t.Errorf("cascade error %+v", hes[0])
 			}
-			wantUUIDv7(t, hes[0].MessageID)
+			wantUUIDv7(t, hes[0].ID)
 		})
 	}
 }
@@ -590,7 +590,7 @@ func TestFailingEventHandler(t *testing.T) {
 		t.Fatalf("reported %v", sink.get())
 	}
 	he := hes[0]
-	if !errors.Is(he, errH) || he.Kind != mb.KindEvent || he.Message != "mb_test.AccountCreated" || he.Handler != "mailer" || he.MessageID != eventID {
+	if !errors.Is(he, errH) || he.Kind != mb.KindEvent || he.Name != "mb_test.AccountCreated" || he.Handler != "mailer" || he.ID != eventID {
 		t.Fatalf("HandlerError %+v (event id %q)", he, eventID)
 	}
 	for _, s := range []string{"mailer", "mb_test.AccountCreated", "smtp down"} {

@@ -117,7 +117,7 @@ func alreadyListed(err error, handled []Handling) bool {
 		return false
 	}
 	for _, h := range handled {
-		if h.Err != nil && h.Kind == he.Kind && h.ID == he.MessageID && h.Handler == he.Handler {
+		if h.Err != nil && h.Kind == he.Kind && h.ID == he.ID && h.Handler == he.Handler {
 			return true
 		}
 	}

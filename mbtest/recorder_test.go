@@ -338,8 +338,8 @@ func TestRecorderEventHandlerError(t *testing.T) {
 			email = h
 		}
 	}
-	if !errors.Is(email.Err, errSMTP) || email.Committed || email.ID != he.MessageID {
-		t.Errorf("email handling = %+v, want failed, uncommitted, for message %s", email, he.MessageID)
+	if !errors.Is(email.Err, errSMTP) || email.Committed || email.ID != he.ID {
+		t.Errorf("email handling = %+v, want failed, uncommitted, for message %s", email, he.ID)
 	}
 }
 
