@@ -4,8 +4,9 @@
 // by a unit of work that dispatches events only after the work commits.
 //
 // The root package depends on the standard library only. Adapters for
-// databases and brokers live in their own modules (mbsql, mbpgx, mbredis,
-// ...); test helpers are in [github.com/mb-go/mb/mbtest].
+// brokers live in their own modules (mbredis for Redis; mbproto is a
+// protobuf codec); an in-memory transport is in [github.com/mb-go/mb/mbmem]
+// and test helpers are in [github.com/mb-go/mb/mbtest].
 //
 // # Messages
 //

@@ -21,7 +21,7 @@ import (
 	"github.com/mb-go/mb"
 )
 
-// Messages: the seed use case of DESIGN.md §2, plus a shard number so that
+// Messages: the quickstart's (examples/quickstart), plus a shard number so that
 // parallel benchmarks write to per-goroutine slots instead of sharing one.
 
 type User struct {

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Make sure the services the integration tests use are running and ready
-# (DESIGN.md section 7). For each service: if it already answers, leave it
-# alone; otherwise start it (as root) with the documented command, then wait
-# for readiness with a bounded wait. Finally make sure the `test` database
-# exists in PostgreSQL and MariaDB.
+# Make sure the services that integration tests use are running and ready.
+# For each service: if it already answers, leave it alone; otherwise start
+# it (as root) with the machine's usual command, then wait for readiness
+# with a bounded wait. Finally make sure the `test` database exists in
+# PostgreSQL and MariaDB. .ci/run names the services today's tests use.
 #
 # Usage: scripts/services.sh [service...]
 #   services: postgres mariadb redis rabbitmq nats mosquitto (default: all)
@@ -57,7 +57,7 @@ ready_rabbitmq() { tcp_open "$RABBITMQ_PORT"; }
 ready_nats() { tcp_open "$NATS_PORT"; }
 ready_mosquitto() { tcp_open "$MOSQUITTO_PORT"; }
 
-# ---- start commands (DESIGN.md section 7) ----------------------------------
+# ---- start commands ------------------------------------------------------------
 
 start_postgres() {
 	# shellcheck disable=SC2046 # the documented command relies on word splitting
