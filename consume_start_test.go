@@ -45,7 +45,7 @@ func TestConsumerRetriesSubscribeAtStart(t *testing.T) {
 	bus := mb.New()
 	got := make(chan string, 1)
 	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error { got <- e.Order; return nil })
-	var log errLog
+	var log errSink
 	c := newCx(t, bus, s, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, ReconnectBackoff: fastReconnect, ErrorHandler: log.handle})
 	stop := mbtest.RunConsumer(t, context.Background(), c)
 	pub, err := mb.NewPublisher(tr, reg, nil)
@@ -61,12 +61,11 @@ func TestConsumerRetriesSubscribeAtStart(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	if len(log.errs) != 3 {
-		t.Fatalf("reported %d errors, want the 3 failed subscriptions: %v", len(log.errs), log.errs)
+	reported := log.get()
+	if len(reported) != 3 {
+		t.Fatalf("reported %d errors, want the 3 failed subscriptions: %v", len(reported), reported)
 	}
-	for _, err := range log.errs {
+	for _, err := range reported {
 		if !errors.Is(err, refused) {
 			t.Errorf("reported %v", err)
 		}
@@ -153,7 +152,7 @@ func TestConsumerInboxRefusesLateGeneratedName(t *testing.T) {
 	const topic = "cx.order.placed"
 	tr, reg := cxBroker(t, topic)
 	bus := mb.New()
-	var log errLog
+	var log errSink
 	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(&mbmem.Inbox{}),
 		MaxAttempts: 3, ErrorHandler: log.handle})
 	ran := false
@@ -163,17 +162,12 @@ func TestConsumerInboxRefusesLateGeneratedName(t *testing.T) {
 	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the failure reported", func() bool {
-		log.mu.Lock()
-		defer log.mu.Unlock()
-		return len(log.errs) > 0
-	})
+	eventually(t, "the failure reported", func() bool { return len(log.get()) > 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	if ran || !errors.Is(log.errs[0], mb.ErrInvalidHandler) {
-		t.Fatalf("handler ran %v; reported %v", ran, log.errs)
+	reported := log.get()
+	if ran || !errors.Is(reported[0], mb.ErrInvalidHandler) {
+		t.Fatalf("handler ran %v; reported %v", ran, reported)
 	}
 }

@@ -86,18 +86,6 @@ func precreate(t *testing.T, tr *mbmem.Transport, topic, group string) {
 	_ = r.Close()
 }
 
-// errLog collects the errors a consumer reports.
-type errLog struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (l *errLog) handle(_ context.Context, err error) {
-	l.mu.Lock()
-	l.errs = append(l.errs, err)
-	l.mu.Unlock()
-}
-
 // eventually waits up to 10s for cond.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -400,7 +388,7 @@ func TestConsumerDeadLettersAfterMaxAttempts(t *testing.T) {
 			if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o1"}); err != nil {
 				t.Fatal(err)
 			}
-			var log errLog
+			var log errSink
 			c := newCx(t, bus, tc.sub(tr), reg, mb.ConsumerOptions{
 				Topic: topic, Group: cxGroup, DeadLetter: tr, MaxAttempts: 3,
 				Backoff: mb.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, ErrorHandler: log.handle,
@@ -432,11 +420,10 @@ func TestConsumerDeadLettersAfterMaxAttempts(t *testing.T) {
 			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
-			log.mu.Lock()
-			defer log.mu.Unlock()
+			reported := log.get()
 			var he *mb.HandlerError
-			if len(log.errs) == 0 || !errors.As(log.errs[0], &he) || !errors.Is(log.errs[0], boom) {
-				t.Errorf("reported errors %v, want ones wrapping a *HandlerError and the handler's error", log.errs)
+			if len(reported) == 0 || !errors.As(reported[0], &he) || !errors.Is(reported[0], boom) {
+				t.Errorf("reported errors %v, want ones wrapping a *HandlerError and the handler's error", reported)
 			}
 		})
 	}
@@ -739,7 +726,7 @@ func (r *failingReceiver) Close() error { r.closed.Store(true); return nil }
 func TestConsumerReceiveErrors(t *testing.T) {
 	fatal := errors.New("auth failed")
 	s := &failingSubscriber{err: fatal, fails: 2}
-	var log errLog
+	var log errSink
 	c := newCx(t, mb.New(), s, mb.NewRegistry(), mb.ConsumerOptions{Topic: "t", ReconnectBackoff: mb.Backoff{Min: time.Millisecond, Max: time.Millisecond}, ErrorHandler: log.handle})
 	err := c.Run(context.Background())
 	if !errors.Is(err, fatal) {
@@ -748,10 +735,9 @@ func TestConsumerReceiveErrors(t *testing.T) {
 	if n := s.calls.Load(); n != 3 {
 		t.Errorf("Receive called %d times, want 3 (two retried)", n)
 	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	if len(log.errs) != 2 {
-		t.Errorf("reported %d retried receive errors, want 2: %v", len(log.errs), log.errs)
+	reported := log.get()
+	if len(reported) != 2 {
+		t.Errorf("reported %d retried receive errors, want 2: %v", len(reported), reported)
 	}
 }
 
@@ -829,7 +815,7 @@ func TestConsumerReportsFailedAcks(t *testing.T) {
 	handled := make(chan string, 4)
 	bus := mb.New()
 	mb.Subscribe(bus, func(_ context.Context, e CxOrderPlaced) error { handled <- e.Order; return nil })
-	var log errLog
+	var log errSink
 	c := newCx(t, bus, ackFailing{tr}, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, ErrorHandler: log.handle})
 	pub, err := mb.NewPublisher(tr, reg, &mb.PublisherOptions{Router: func(string) string { return topic }})
 	if err != nil {
@@ -843,9 +829,8 @@ func TestConsumerReportsFailedAcks(t *testing.T) {
 		t.Fatalf("handled %q", got)
 	}
 	eventually(t, "the failed ack reported", func() bool {
-		log.mu.Lock()
-		defer log.mu.Unlock()
-		for _, err := range log.errs {
+		reported := log.get()
+		for _, err := range reported {
 			if strings.Contains(err.Error(), "ack of 1 message(s)") && strings.Contains(err.Error(), "connection reset") {
 				return true
 			}

@@ -171,7 +171,7 @@ func TestReceiveHookMisuse(t *testing.T) {
 			handled := make(chan string, 1)
 			bus := mb.New()
 			mb.Subscribe(bus, func(_ context.Context, e CxOrderPlaced) error { handled <- e.Order; return nil })
-			var errs errLog
+			var errs errSink
 			c, err := mb.NewConsumer(bus, tr, reg, &mb.ConsumerOptions{
 				Topic: topic, Group: cxGroup, ErrorHandler: errs.handle, OnReceive: hook,
 			})
@@ -190,9 +190,7 @@ func TestReceiveHookMisuse(t *testing.T) {
 				t.Fatalf("handled %q", got)
 			}
 			eventually(t, "the hook's misuse reported", func() bool {
-				errs.mu.Lock()
-				defer errs.mu.Unlock()
-				for _, err := range errs.errs {
+				for _, err := range errs.get() {
 					if strings.Contains(err.Error(), "OnReceive") {
 						return true
 					}

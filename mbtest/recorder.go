@@ -328,5 +328,3 @@ func NewBus(t testing.TB, opts ...*mb.Options) (*mb.Bus, *Recorder) {
 	})
 	return bus, rec
 }
-
-
