@@ -2,7 +2,6 @@ package mb_test
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -61,42 +60,26 @@ func (r *extendingReceiver) Extend(ctx context.Context, msgs []*mbdriver.Message
 // they are handled and while they wait for a worker, for drivers that
 // declare Extend.
 func TestConsumerKeepsHeldMessagesExtended(t *testing.T) {
-	const topic = "cx.order.placed"
-	tr, reg := cxBroker(t, topic)
-	x := &extending{Transport: tr, extended: map[string]int{}}
-	bus := mb.New()
+	b := setupCx(t, "cx.order.placed")
+	x := &extending{Transport: b.tr, extended: map[string]int{}}
 	release := make(chan struct{})
-	var mu sync.Mutex
-	var handled []string
-	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+	var handled recorder
+	mb.Subscribe(b.bus, func(ctx context.Context, e CxOrderPlaced) error {
 		if e.Order == "slow" {
 			<-release
 		}
-		mu.Lock()
-		handled = append(handled, e.Order)
-		mu.Unlock()
+		handled.add(e.Order)
 		return nil
 	})
-	rp := &recordingPublisher{Publisher: tr}
-	pub, _ := mb.NewPublisher(rp, reg, nil)
-	for _, o := range []string{"slow", "queued"} {
-		if err := pub.Publish(context.Background(), CxOrderPlaced{Order: o}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sent := rp.get(topic)
+	b.publish(t, CxOrderPlaced{Order: "slow"}, CxOrderPlaced{Order: "queued"})
+	sent := b.sent.get(b.topic)
 	slow, queued := sent[0].ID, sent[1].ID
-	c := newCx(t, bus, x, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Concurrency: 1})
-	stop := mbtest.RunConsumer(t, context.Background(), c)
+	stop := mbtest.RunConsumer(t, context.Background(), b.consumer(t, x, mb.ConsumerOptions{Concurrency: 1}))
 	eventually(t, "both messages extended several times", func() bool { return x.count(slow) >= 3 && x.count(queued) >= 3 })
 	close(release)
-	eventually(t, "both acked", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
+	b.settled(t)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(handled, []string{"slow", "queued"}) {
-		t.Fatalf("handled %v", handled)
-	}
+	wantSeq(t, handled.get(), []string{"slow", "queued"})
 }

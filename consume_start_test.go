@@ -38,30 +38,20 @@ var fastReconnect = mb.Backoff{Min: time.Millisecond, Max: time.Millisecond}
 // subscribe, reporting each failure, and handles messages once it can: it
 // does not give up at start-up when it would ride out the same outage later.
 func TestConsumerRetriesSubscribeAtStart(t *testing.T) {
-	const topic = "cx.order.placed"
-	tr, reg := cxBroker(t, topic)
+	b := setupCx(t, "cx.order.placed")
 	refused := mb.Retryable(errors.New("dial tcp 127.0.0.1:1: connection refused"))
-	s := &flakySubscriber{Transport: tr, err: refused, fails: 3}
-	bus := mb.New()
+	s := &flakySubscriber{Transport: b.tr, err: refused, fails: 3}
 	got := make(chan string, 1)
-	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error { got <- e.Order; return nil })
-	var log errSink
-	c := newCx(t, bus, s, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, ReconnectBackoff: fastReconnect, ErrorHandler: log.handle})
-	stop := mbtest.RunConsumer(t, context.Background(), c)
-	pub, err := mb.NewPublisher(tr, reg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o1"}); err != nil {
-		t.Fatal(err)
-	}
+	mb.Subscribe(b.bus, func(ctx context.Context, e CxOrderPlaced) error { got <- e.Order; return nil })
+	stop := mbtest.RunConsumer(t, context.Background(), b.consumer(t, s, mb.ConsumerOptions{ReconnectBackoff: fastReconnect}))
+	b.publish(t, CxOrderPlaced{Order: "o1"})
 	if o := recv(t, got); o != "o1" {
 		t.Fatalf("handled %q", o)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	reported := log.get()
+	reported := b.errs.get()
 	if len(reported) != 3 {
 		t.Fatalf("reported %d errors, want the 3 failed subscriptions: %v", len(reported), reported)
 	}
@@ -149,24 +139,17 @@ func TestConsumerInboxRefusesGeneratedHandlerNames(t *testing.T) {
 // A handler with a generated name subscribed after the consumer was
 // created fails its handlings instead of being keyed by that name.
 func TestConsumerInboxRefusesLateGeneratedName(t *testing.T) {
-	const topic = "cx.order.placed"
-	tr, reg := cxBroker(t, topic)
-	bus := mb.New()
-	var log errSink
-	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(&mbmem.Inbox{}),
-		MaxAttempts: 3, ErrorHandler: log.handle})
+	b := setupCx(t, "cx.order.placed")
+	c := b.consumer(t, nil, mb.ConsumerOptions{Inbox: mb.InboxFromClaimer(&mbmem.Inbox{}), MaxAttempts: 3})
 	ran := false
-	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error { ran = true; return nil })
+	mb.Subscribe(b.bus, func(ctx context.Context, e CxOrderPlaced) error { ran = true; return nil })
 	stop := mbtest.RunConsumer(t, context.Background(), c)
-	pub, _ := mb.NewPublisher(tr, reg, nil)
-	if err := pub.Publish(context.Background(), CxOrderPlaced{Order: "o"}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the failure reported", func() bool { return len(log.get()) > 0 })
+	b.publish(t, CxOrderPlaced{Order: "o"})
+	eventually(t, "the failure reported", func() bool { return len(b.errs.get()) > 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	reported := log.get()
+	reported := b.errs.get()
 	if ran || !errors.Is(reported[0], mb.ErrInvalidHandler) {
 		t.Fatalf("handler ran %v; reported %v", ran, reported)
 	}

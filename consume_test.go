@@ -484,37 +484,96 @@ func TestConsumerInboxRerunsOnlyFailedHandlers(t *testing.T) {
 	}
 }
 
+// cxBundle is what a consumer test works with: an in-memory broker with
+// the group cxGroup on the bundle's topic, the registry of the cx
+// messages, a bus, a publisher whose messages are recorded, and the sink
+// of the consumer's reported errors.
+type cxBundle struct {
+	topic string
+	tr    *mbmem.Transport
+	reg   *mb.Registry
+	bus   *mb.Bus
+	sent  *recordingPublisher
+	pub   *mb.Publisher
+	errs  *errSink
+}
+
+func setupCx(t *testing.T, topic string) *cxBundle {
+	t.Helper()
+	b := &cxBundle{topic: topic, bus: mb.New(), errs: &errSink{}}
+	b.tr, b.reg = cxBroker(t, topic)
+	b.sent = &recordingPublisher{Publisher: b.tr}
+	var err error
+	if b.pub, err = mb.NewPublisher(b.sent, b.reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// consumer returns a consumer of the bundle's topic and group through sub
+// (nil: the bundle's transport), reporting to b.errs unless o says
+// otherwise.
+func (b *cxBundle) consumer(t *testing.T, sub mbdriver.Subscriber, o mb.ConsumerOptions) *mb.Consumer {
+	t.Helper()
+	if sub == nil {
+		sub = b.tr
+	}
+	if o.Topic == "" && len(o.Topics) == 0 {
+		o.Topic = b.topic
+	}
+	if o.Group == "" {
+		o.Group = cxGroup
+	}
+	if o.ErrorHandler == nil {
+		o.ErrorHandler = b.errs.handle
+	}
+	return newCx(t, b.bus, sub, b.reg, o)
+}
+
+// run runs a consumer of the bundle's transport until the returned stop.
+func (b *cxBundle) run(t *testing.T, o mb.ConsumerOptions) (stop func() error) {
+	t.Helper()
+	return mbtest.RunConsumer(t, context.Background(), b.consumer(t, nil, o))
+}
+
+func (b *cxBundle) publish(t *testing.T, events ...any) {
+	t.Helper()
+	if err := b.pub.Publish(context.Background(), events...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// settled waits until the group has nothing pending on the topic.
+func (b *cxBundle) settled(t *testing.T) {
+	t.Helper()
+	eventually(t, "all messages settled", func() bool {
+		return b.tr.Pending(mbdriver.Subscription{Topic: b.topic, Group: cxGroup}) == 0
+	})
+}
+
 func TestConsumerInboxDuplicateHasOneEffect(t *testing.T) {
-	const topic = "cx.order.placed"
-	tr, reg := cxBroker(t, topic)
-	bus := mb.New()
+	b := setupCx(t, "cx.order.placed")
 	var effects atomic.Int32
-	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+	mb.Subscribe(b.bus, func(ctx context.Context, e CxOrderPlaced) error {
 		effects.Add(1)
 		return nil
 	}, mb.WithName("effect"))
-	rp := &recordingPublisher{Publisher: tr}
-	pub, _ := mb.NewPublisher(rp, reg, nil)
-	ctx := context.Background()
-	if err := pub.Publish(ctx, CxOrderPlaced{Order: "o1"}); err != nil {
-		t.Fatal(err)
-	}
+	b.publish(t, CxOrderPlaced{Order: "o1"})
 	// The same message (same id) again, as a redelivery or a duplicate
 	// publish would bring it.
-	if err := tr.Publish(ctx, topic, rp.get(topic)); err != nil {
+	if err := b.tr.Publish(context.Background(), b.topic, b.sent.get(b.topic)); err != nil {
 		t.Fatal(err)
 	}
 	inbox := &mbmem.Inbox{}
-	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(inbox), Concurrency: 2})
-	stop := mbtest.RunConsumer(t, context.Background(), c)
-	eventually(t, "both acked", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
+	stop := b.run(t, mb.ConsumerOptions{Inbox: mb.InboxFromClaimer(inbox), Concurrency: 2})
+	b.settled(t)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if n := effects.Load(); n != 1 {
 		t.Errorf("%d effects, want 1", n)
 	}
-	key := mb.InboxKey{Group: cxGroup, Handler: "effect", Source: "/test", MessageID: rp.get(topic)[0].ID}
+	key := mb.InboxKey{Group: cxGroup, Handler: "effect", Source: "/test", MessageID: b.sent.get(b.topic)[0].ID}
 	if !inbox.Seen(key.String()) {
 		t.Errorf("inbox has not seen %q", key)
 	}
@@ -955,41 +1014,28 @@ func TestConsumerInboxInFlightHandlingThatFails(t *testing.T) {
 // that reuses an id is a different event, and the inbox must not take it
 // for a redelivery.
 func TestConsumerInboxTellsSourcesApart(t *testing.T) {
-	const topic = "cx.order.placed"
-	tr, reg := cxBroker(t, topic)
-	bus := mb.New()
-	var mu sync.Mutex
-	var got []string
-	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+	b := setupCx(t, "cx.order.placed")
+	var got recorder
+	mb.Subscribe(b.bus, func(ctx context.Context, e CxOrderPlaced) error {
 		md, _ := mb.MetadataFrom(ctx)
-		mu.Lock()
-		got = append(got, e.Order+"@"+md.Source)
-		mu.Unlock()
+		got.add(e.Order + "@" + md.Source)
 		return nil
 	}, mb.WithName("effect"))
-	rp := &recordingPublisher{Publisher: tr}
-	pub, _ := mb.NewPublisher(rp, reg, nil)
-	ctx := context.Background()
-	if err := pub.Publish(ctx, CxOrderPlaced{Order: "o1"}); err != nil {
-		t.Fatal(err)
-	}
+	b.publish(t, CxOrderPlaced{Order: "o1"})
 	// Another producer's event with the same id.
-	first := rp.get(topic)[0]
+	first := b.sent.get(b.topic)[0]
 	other := &mbdriver.Message{ID: first.ID, Headers: maps.Clone(first.Headers), Body: []byte(`{"Order":"o2"}`)}
 	other.Headers["ce-source"] = "/elsewhere"
-	if err := tr.Publish(ctx, topic, []*mbdriver.Message{other}); err != nil {
+	if err := b.tr.Publish(context.Background(), b.topic, []*mbdriver.Message{other}); err != nil {
 		t.Fatal(err)
 	}
 	inbox := &mbmem.Inbox{}
-	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(inbox), Concurrency: 1})
-	stop := mbtest.RunConsumer(t, context.Background(), c)
-	eventually(t, "both acked", func() bool { return tr.Pending(mbdriver.Subscription{Topic: topic, Group: cxGroup}) == 0 })
+	stop := b.run(t, mb.ConsumerOptions{Inbox: mb.InboxFromClaimer(inbox), Concurrency: 1})
+	b.settled(t)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	wantSeq(t, got, []string{"o1@/test", "o2@/elsewhere"})
+	wantSeq(t, got.get(), []string{"o1@/test", "o2@/elsewhere"})
 	for _, src := range []string{"/test", "/elsewhere"} {
 		key := mb.InboxKey{Group: cxGroup, Handler: "effect", Source: src, MessageID: first.ID}
 		if !inbox.Seen(key.String()) {
@@ -1001,27 +1047,18 @@ func TestConsumerInboxTellsSourcesApart(t *testing.T) {
 // The mb-error header is cut to 8 KiB on a character boundary: an error
 // text cut inside a UTF-8 sequence is not valid text any more.
 func TestConsumerDeadLetterErrorCutOnCharacterBoundary(t *testing.T) {
-	const topic = "cx.order.placed"
-	tr, reg := cxBroker(t, topic)
-	dlq := cxDLQ(t, tr, topic)
-	bus := mb.New()
+	b := setupCx(t, "cx.order.placed")
+	dlq := cxDLQ(t, b.tr, b.topic)
 	long := strings.Repeat("𝄞", 3000) // 4 bytes each, 12 000 in all
-	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error {
+	mb.Subscribe(b.bus, func(ctx context.Context, e CxOrderPlaced) error {
 		return errors.New(strings.Repeat("x", e.Seq) + long)
 	})
-	pub, err := mb.NewPublisher(tr, reg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Four paddings: whatever the length of the prefix mb puts before the
 	// handler's error, one of them puts a cut at 8 KiB inside a character.
 	for pad := range 4 {
-		if err := pub.Publish(context.Background(), CxOrderPlaced{Order: fmt.Sprint(pad), Seq: pad}); err != nil {
-			t.Fatal(err)
-		}
+		b.publish(t, CxOrderPlaced{Order: fmt.Sprint(pad), Seq: pad})
 	}
-	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup, DeadLetter: tr, MaxAttempts: 1, Concurrency: 1})
-	stop := mbtest.RunConsumer(t, context.Background(), c)
+	stop := b.run(t, mb.ConsumerOptions{DeadLetter: b.tr, MaxAttempts: 1, Concurrency: 1})
 	defer func() {
 		if err := stop(); err != nil {
 			t.Error(err)
@@ -1060,22 +1097,16 @@ func (CxTyped) Extensions() map[string]string {
 }
 
 func TestConsumerMetadataExtensions(t *testing.T) {
-	const topic = "cx.typed"
-	tr, reg := cxBroker(t, topic)
-	mb.RegisterMessage[CxTyped](reg)
-	bus := mb.New()
+	b := setupCx(t, "cx.typed")
+	mb.RegisterMessage[CxTyped](b.reg)
 	got := make(chan mb.Metadata, 1)
-	mb.Subscribe(bus, func(ctx context.Context, e CxTyped) error {
+	mb.Subscribe(b.bus, func(ctx context.Context, e CxTyped) error {
 		md, _ := mb.MetadataFrom(ctx)
 		got <- md
 		return nil
 	})
-	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{Topic: topic, Group: cxGroup})
-	stop := mbtest.RunConsumer(t, context.Background(), c)
-	pub, _ := mb.NewPublisher(tr, reg, nil)
-	if err := pub.Publish(context.Background(), CxTyped{"o"}); err != nil {
-		t.Fatal(err)
-	}
+	stop := b.run(t, mb.ConsumerOptions{})
+	b.publish(t, CxTyped{"o"})
 	md := recv(t, got)
 	if err := stop(); err != nil {
 		t.Fatal(err)
