@@ -92,7 +92,7 @@ func TestSoakRedisRestarts(t *testing.T) {
 	})
 
 	pub, err := mb.NewPublisher(newDriver(), reg, &mb.PublisherOptions{Router: rtRouter,
-		Retry: mb.RetryOptions{MaxAttempts: 2, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}})
+		Retry: mb.RetryOptions{MaxAttempts: 2, Backoff: mb.Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -457,8 +457,8 @@ func TestRuntimeRedisRestart(t *testing.T) {
 	pub, err := mb.NewPublisher(pd, reg, &mb.PublisherOptions{
 		Router: rtRouter,
 		Retry: mb.RetryOptions{
-			MaxAttempts: 5, InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-			Retryable: func(err error) bool {
+			MaxAttempts: 5, Backoff: mb.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+			IsRetryable: func(err error) bool {
 				retried.Add(1)
 				return pd.IsRetryable(err)
 			},
