@@ -18,8 +18,10 @@
 // CompetingConsumers, TwoGroups, FanOut, StoppedConsumer, Persistence,
 // CloseSemantics, ReceiveContextCancel, PerKeyOrder, DuplicateID, Pattern,
 // StartNew, StartOldest, StartOldestExistingGroup, StartOldestPattern,
-// StartOldestUnsupported, StartInvalid, AsAndIsRetryable. Run a single one
-// with -run 'TestX/RoundTrip'.
+// StartOldestUnsupported, StartInvalid, AsAndIsRetryable, and, running mb's
+// Publisher and Consumer over the driver as an application does,
+// ConsumerRoundTrip, ConsumerRetry, ConsumerDeadLetter, ConsumerPerKeyOrder
+// and ConsumerInbox. Run a single one with -run 'TestX/RoundTrip'.
 //
 // What the suite assumes of every driver:
 //
@@ -125,7 +127,7 @@ func Run(t *testing.T, h Harness) {
 	}
 	t.Logf("capabilities: %+v", s.caps)
 
-	for _, tc := range s.tests() {
+	for _, tc := range append(s.tests(), s.consumerTests()...) {
 		t.Run(tc.name, func(t *testing.T) {
 			if reason := tc.skip(s.caps); reason != "" {
 				t.Skip(reason)
