@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -131,13 +132,7 @@ type Bus struct {
 // than one *Options or invalid ones ([Options.Validate]): both are
 // mistakes in the program's set-up.
 func New(opts ...*Options) *Bus {
-	var o Options
-	switch {
-	case len(opts) > 1:
-		panic(fmt.Errorf("%w: New takes at most one *Options", ErrInvalidArgument))
-	case len(opts) == 1 && opts[0] != nil:
-		o = *opts[0]
-	}
+	o := oneOptions("New", opts)
 	mustValid(o.Validate())
 	b := &Bus{opts: o.withDefaults()}
 	b.table.Store(&handlerTable{
@@ -180,29 +175,7 @@ func (b *Bus) Clone() *Bus {
 	}
 	c := &Bus{opts: b.opts}
 	c.opts.Middleware = slices.Clone(b.opts.Middleware)
-	old := b.table.Load() // an immutable snapshot
-	r := &handlerTable{
-		commands: make(map[reflect.Type]*entry, len(old.commands)),
-		queries:  make(map[reflect.Type]*entry, len(old.queries)),
-		subs:     make([]*entry, len(old.subs)),
-		mw:       slices.Clip(old.mw),
-	}
-	own := func(e *entry) *entry {
-		ce := *e
-		ce.bus = c
-		ce.build(r.mw)
-		return &ce
-	}
-	for t, e := range old.commands {
-		r.commands[t] = own(e)
-	}
-	for t, e := range old.queries {
-		r.queries[t] = own(e)
-	}
-	for i, e := range old.subs {
-		r.subs[i] = own(e)
-	}
-	c.table.Store(r)
+	c.table.Store(b.table.Load().rebuild(c))
 	return c
 }
 
@@ -309,39 +282,44 @@ func (b *Bus) update(fn func(r *handlerTable) error) error {
 	defer b.mu.Unlock()
 	old := b.table.Load()
 	r := &handlerTable{
-		commands: make(map[reflect.Type]*entry, len(old.commands)+1),
-		queries:  make(map[reflect.Type]*entry, len(old.queries)+1),
-		subs:     old.subs[:len(old.subs):len(old.subs)],
+		commands: maps.Clone(old.commands),
+		queries:  maps.Clone(old.queries),
+		subs:     slices.Clip(old.subs),
 		mw:       old.mw,
-	}
-	for k, v := range old.commands {
-		r.commands[k] = v
-	}
-	for k, v := range old.queries {
-		r.queries[k] = v
 	}
 	if err := fn(r); err != nil {
 		return err
 	}
-	// Rebuild the middleware chains: cheap, and only at set-up.
-	rebuild := func(e *entry) *entry {
-		c := *e
-		c.build(r.mw)
-		return &c
-	}
-	for k, v := range r.commands {
-		r.commands[k] = rebuild(v)
-	}
-	for k, v := range r.queries {
-		r.queries[k] = rebuild(v)
-	}
-	subs := make([]*entry, len(r.subs))
-	for i, v := range r.subs {
-		subs[i] = rebuild(v)
-	}
-	r.subs = subs
-	b.table.Store(r)
+	b.table.Store(r.rebuild(b))
 	return nil
+}
+
+// rebuild returns a copy of t whose entries belong to bus and have their
+// middleware chains built anew (cheap, and only at set-up), with an empty
+// event type cache.
+func (t *handlerTable) rebuild(bus *Bus) *handlerTable {
+	r := &handlerTable{
+		commands: make(map[reflect.Type]*entry, len(t.commands)),
+		queries:  make(map[reflect.Type]*entry, len(t.queries)),
+		subs:     make([]*entry, len(t.subs)),
+		mw:       slices.Clip(t.mw),
+	}
+	own := func(e *entry) *entry {
+		ce := *e
+		ce.bus = bus
+		ce.build(r.mw)
+		return &ce
+	}
+	for k, e := range t.commands {
+		r.commands[k] = own(e)
+	}
+	for k, e := range t.queries {
+		r.queries[k] = own(e)
+	}
+	for i, e := range t.subs {
+		r.subs[i] = own(e)
+	}
+	return r
 }
 
 // handlersFor returns the event handlers for events of concrete type t:

@@ -243,13 +243,7 @@ type Registry struct {
 // [ErrInvalidArgument], naming each problem, if given more than one or
 // invalid ones ([RegistryOptions.Validate]).
 func NewRegistry(opts ...*RegistryOptions) *Registry {
-	var o RegistryOptions
-	switch {
-	case len(opts) > 1:
-		panic(fmt.Errorf("%w: NewRegistry takes at most one *RegistryOptions", ErrInvalidArgument))
-	case len(opts) == 1 && opts[0] != nil:
-		o = *opts[0]
-	}
+	o := oneOptions("NewRegistry", opts)
 	mustValid(o.Validate())
 	return &Registry{
 		opts:   o.withDefaults(),

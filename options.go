@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"time"
 )
 
@@ -16,6 +17,20 @@ func (p *problems) add(format string, args ...any) {
 }
 
 func (p problems) err() error { return errors.Join(p...) }
+
+// oneOptions returns a copy of the options given to fn, a set-up function
+// that takes them variadically: the zero value for none or nil. More than
+// one panics.
+func oneOptions[T any](fn string, opts []*T) T {
+	var o T
+	switch {
+	case len(opts) > 1:
+		panic(fmt.Errorf("%w: %s takes at most one *%s", ErrInvalidArgument, fn, reflect.TypeFor[T]().Name()))
+	case len(opts) == 1 && opts[0] != nil:
+		o = *opts[0]
+	}
+	return o
+}
 
 // mustValid panics with err, the Validate error of options given to a
 // set-up function that has no error result.
