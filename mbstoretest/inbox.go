@@ -241,13 +241,21 @@ func (s *suite) testConsumerDuplicate(t *testing.T) {
 	var sent []*mb.Envelope
 	var mu sync.Mutex
 	pub, err := mb.NewPublisher(broker, reg, &mb.PublisherOptions{
-		Router:    func(string) string { return "mbstoretest" },
-		OnPublish: func(_ context.Context, env *mb.Envelope) { mu.Lock(); cp := *env; sent = append(sent, &cp); mu.Unlock() },
+		Router: func(string) string { return "mbstoretest" },
+		OnPublish: func(_ context.Context, env *mb.Envelope) {
+			mu.Lock()
+			cp := *env
+			sent = append(sent, &cp)
+			mu.Unlock()
+		},
 	})
 	must(t, "NewPublisher", err)
 	errs := make(chan error, 100)
 	c, err := mb.NewConsumer(bus, broker, reg, &mb.ConsumerOptions{
 		Topic: "mbstoretest", Group: "mbstoretest", Inbox: st.Inbox, Concurrency: 2,
+		// The group may be created after the events are published: it
+		// starts at the oldest message the broker keeps.
+		Start:        mbdriver.StartOldest,
 		Backoff:      mb.Backoff{Min: 1, Max: 1},
 		ErrorHandler: func(_ context.Context, err error) { errs <- err },
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),

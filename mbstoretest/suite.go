@@ -219,7 +219,9 @@ func (s *suite) await(t *testing.T, ch <-chan result, what string) result {
 }
 
 // cmd is the command of the suite's units of work: its handler is run.
-type cmd struct{ run func(ctx context.Context) error }
+type cmd struct {
+	run func(ctx context.Context) error
+}
 
 // handleCmd registers the handler of cmd on bus.
 func handleCmd(bus *mb.Bus) {
