@@ -60,8 +60,8 @@ type Store struct {
 	// Required.
 	Count func(ctx context.Context, tx mb.Tx, key string) (int, error)
 	// Blocked, if set, reports whether a claim of the Inbox waits for a
-	// lock another transaction holds. The concurrent subtests wait until
-	// it reports true before they end the first claim's transaction, so
+	// lock another transaction holds. The concurrent subtests call it,
+	// with pauses growing to 200ms, until it reports true before they end the first claim's transaction, so
 	// that the second claim really overlaps it. Without it they cannot
 	// tell, and the second claim may also run after the first unit ended
 	// (the subtests still pass or fail on the outcome).
@@ -247,9 +247,9 @@ func (s *suite) waitBlocked(t *testing.T, st Store, done <-chan result) {
 		return
 	}
 	ctx := s.ctx(t)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	// The pause grows to 200ms: MariaDB refreshes its view of waiting
+	// transactions only when it was not read for 100ms.
+	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
 		b, err := st.Blocked(ctx)
 		if err != nil {
 			t.Fatalf("Store.Blocked: %v", err)
@@ -262,7 +262,7 @@ func (s *suite) waitBlocked(t *testing.T, st Store, done <-chan result) {
 			t.Fatalf("the second claim returned (%v, %v) while the first unit was open: it must wait for that unit's outcome", r.ok, r.err)
 		case <-ctx.Done():
 			t.Fatalf("the second claim did not block within %v", s.wait)
-		case <-tick.C:
+		case <-time.After(pause):
 		}
 	}
 }
