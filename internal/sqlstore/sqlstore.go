@@ -163,6 +163,12 @@ type Inbox struct {
 	d Dialect
 }
 
+// PostgresMigrateLock serialises migrations on PostgreSQL, where
+// concurrent CREATE TABLE IF NOT EXISTS statements of one table can fail:
+// run it first in the migration's transaction. The key is arbitrary and
+// fixed, shared by every mb adapter.
+const PostgresMigrateLock = "SELECT pg_advisory_xact_lock(7161574185486439)"
+
 // CleanupBatch is how many rows one Cleanup statement deletes at most, so
 // that each statement holds its locks briefly.
 const CleanupBatch = 1000

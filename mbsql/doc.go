@@ -1,0 +1,2 @@
+// Package mbsql is mb's adapter for database/sql.
+package mbsql
