@@ -38,8 +38,7 @@
 // # Dialects
 //
 // PostgreSQL only; the SQL is the same as mbsql's PostgreSQL dialect,
-// and both share one schema. Through a connection pooler in transaction
-// mode (PgBouncer), units work as usual: each is one transaction.
+// and both share one schema.
 //
 // # Transactions and savepoints
 //
