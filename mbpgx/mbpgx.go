@@ -163,21 +163,7 @@ func Tx(ctx context.Context) (pgx.Tx, error) {
 }
 
 func unitTx(ctx context.Context) (*tx, error) {
-	mt, err := mb.TxFrom(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for mt != nil {
-		switch v := mt.(type) {
-		case *tx:
-			return v, nil
-		case interface{ Unwrap() mb.Tx }:
-			mt = v.Unwrap()
-			continue
-		}
-		break
-	}
-	return nil, fmt.Errorf("%w: it is a %T; set mb.Options.Transactor to the *mbpgx.Transactor of mbpgx.New", ErrForeignTx, mt)
+	return sqlstore.UnitTx[*tx](ctx, ErrForeignTx, "mbpgx.New")
 }
 
 // DefaultInboxTable is the name of the inbox table when
@@ -229,18 +215,7 @@ func NewInbox(t *Transactor, opts *InboxOptions) (*Inbox, error) {
 	if opts != nil {
 		o = *opts
 	}
-	var errs []error
-	if t == nil {
-		errs = append(errs, fmt.Errorf("%w: mbpgx.NewInbox: the Transactor is nil; create one with mbpgx.New", mb.ErrInvalidArgument))
-	}
-	errs = append(errs, o.Validate())
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	if o.Table == "" {
-		o.Table = DefaultInboxTable
-	}
-	st, err := sqlstore.NewInbox(sqlstore.Postgres, o.Table)
+	st, err := sqlstore.OpenInbox(sqlstore.Postgres, "mbpgx", t != nil, o.Table)
 	if err != nil {
 		return nil, err
 	}
@@ -287,18 +262,10 @@ func (in *Inbox) Claim(ctx context.Context, key mb.InboxKey) (bool, error) {
 // down), typically days. It is safe to run from several processes at
 // once.
 func (in *Inbox) Cleanup(ctx context.Context, before time.Time) (int64, error) {
-	var total int64
-	for {
-		tag, err := in.t.pool.Exec(ctx, in.st.Cleanup, in.st.Time(before))
-		if err != nil {
-			return total, err
-		}
-		n := tag.RowsAffected()
-		total += n
-		if n < sqlstore.CleanupBatch {
-			return total, nil
-		}
-	}
+	return in.st.RunCleanup(ctx, before, func(ctx context.Context, q string, arg any) (int64, error) {
+		tag, err := in.t.pool.Exec(ctx, q, arg)
+		return tag.RowsAffected(), err
+	})
 }
 
 // Schema returns the statements that create the inbox table and its

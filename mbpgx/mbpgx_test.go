@@ -179,19 +179,7 @@ func wantErr(t *testing.T, what string, err, target error, words ...string) {
 	}
 }
 
-type wrapped struct{ mb.Tx }
-
-func (w wrapped) Unwrap() mb.Tx { return w.Tx }
-
-type wrapping struct{ *Transactor }
-
-func (w wrapping) Begin(ctx context.Context) (mb.Tx, error) {
-	tx, err := w.Transactor.Begin(ctx)
-	return wrapped{tx}, err
-}
-
-// A handler reaches its pgx.Tx in one call, also through a decorating
-// Transactor; another Transactor, or one over another pool, is refused;
+// A handler reaches its pgx.Tx in one call; another Transactor, or one over another pool, is refused;
 // savepoint names no identifier holds are refused.
 func TestTxAccessor(t *testing.T) {
 	e := newEnv(t)
@@ -202,7 +190,7 @@ func TestTxAccessor(t *testing.T) {
 	tr := e.transactor(t, nil)
 	in := e.newInbox(t, tr, "")
 	type insert struct{ K string }
-	bus := mb.New(&mb.Options{Transactor: wrapping{tr}})
+	bus := mb.New(&mb.Options{Transactor: tr})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c insert) error {
 		ptx, err := Tx(ctx)
 		if err != nil {

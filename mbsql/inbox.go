@@ -2,7 +2,6 @@ package mbsql
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -61,19 +60,11 @@ func NewInbox(t *Transactor, opts *InboxOptions) (*Inbox, error) {
 	if opts != nil {
 		o = *opts
 	}
-	if o.Table == "" {
-		o.Table = DefaultInboxTable
+	d := sqlstore.Postgres // the most permissive, to report a nil t with the table's problems
+	if t != nil {
+		d = sqlstore.Dialect(t.d)
 	}
-	if t == nil {
-		return nil, errors.Join(
-			fmt.Errorf("%w: mbsql.NewInbox: the Transactor is nil; create one with mbsql.New", mb.ErrInvalidArgument),
-			o.Validate(),
-		)
-	}
-	if err := sqlstore.CheckTable(sqlstore.Dialect(t.d), "mbsql: InboxOptions.Table", o.Table); err != nil {
-		return nil, err
-	}
-	st, err := sqlstore.NewInbox(sqlstore.Dialect(t.d), o.Table)
+	st, err := sqlstore.OpenInbox(d, "mbsql", t != nil, o.Table)
 	if err != nil {
 		return nil, err
 	}
@@ -123,18 +114,13 @@ func (in *Inbox) Claim(ctx context.Context, key mb.InboxKey) (bool, error) {
 // time.Now().Add(-7*24*time.Hour). It is safe to run from several
 // processes at once.
 func (in *Inbox) Cleanup(ctx context.Context, before time.Time) (int64, error) {
-	var total int64
-	for {
-		res, err := in.t.db.ExecContext(ctx, in.st.Cleanup, in.st.Time(before))
+	return in.st.RunCleanup(ctx, before, func(ctx context.Context, q string, arg any) (int64, error) {
+		res, err := in.t.db.ExecContext(ctx, q, arg)
 		if err != nil {
-			return total, err
+			return 0, err
 		}
-		n, err := res.RowsAffected()
-		total += n
-		if err != nil || n < sqlstore.CleanupBatch {
-			return total, err
-		}
-	}
+		return res.RowsAffected()
+	})
 }
 
 // Schema returns the statements that create the inbox table and its

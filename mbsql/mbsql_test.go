@@ -97,22 +97,11 @@ func TestTxErrors(t *testing.T) {
 }
 
 // wrapped is a Tx of a decorating Transactor.
-type wrapped struct{ mb.Tx }
-
-func (w wrapped) Unwrap() mb.Tx { return w.Tx }
-
-type wrapping struct{ *Transactor }
-
-func (w wrapping) Begin(ctx context.Context) (mb.Tx, error) {
-	tx, err := w.Transactor.Begin(ctx)
-	return wrapped{tx}, err
-}
-
-// A handler reaches its *sql.Tx in one call, also through a decorating
-// Transactor, and the same one throughout the unit.
+// A handler reaches its *sql.Tx in one call,
+// the same one throughout the unit.
 func TestTxAccessor(t *testing.T) {
 	e := newEnv(t, SQLite)
-	bus := mb.New(&mb.Options{Transactor: wrapping{e.transactor(t, nil)}})
+	bus := mb.New(&mb.Options{Transactor: e.transactor(t, nil)})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c struct{ K string }) error {
 		tx, err := Tx(ctx)
 		if err != nil {

@@ -317,19 +317,5 @@ func Tx(ctx context.Context) (*sql.Tx, error) {
 
 // unitTx returns the tx of ctx's unit of work.
 func unitTx(ctx context.Context) (*tx, error) {
-	mt, err := mb.TxFrom(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for mt != nil {
-		switch v := mt.(type) {
-		case *tx:
-			return v, nil
-		case interface{ Unwrap() mb.Tx }:
-			mt = v.Unwrap()
-			continue
-		}
-		break
-	}
-	return nil, fmt.Errorf("%w: it is a %T; set mb.Options.Transactor to the *mbsql.Transactor of mbsql.New", ErrForeignTx, mt)
+	return sqlstore.UnitTx[*tx](ctx, ErrForeignTx, "mbsql.New")
 }

@@ -34,12 +34,10 @@ func RunInbox(t *testing.T, h Harness) {
 // openInbox opens a store with an Inbox, and a bus over its Transactor.
 func (s *suite) openInbox(t *testing.T) (Store, *mb.Bus) {
 	t.Helper()
-	st := s.open(t, Config{})
+	st, _, bus := s.setup(t, Config{})
 	if st.Inbox == nil {
 		t.Fatal("mbstoretest: Harness.Open returned a Store without an Inbox")
 	}
-	bus := newBus(t, st.Transactor)
-	handleCmd(bus)
 	return st, bus
 }
 

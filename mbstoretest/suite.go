@@ -140,6 +140,16 @@ func (s *suite) open(t *testing.T, cfg Config) Store {
 	return st
 }
 
+// setup opens a store, a context for the subtest and a bus over the
+// store's Transactor that runs the suite's units.
+func (s *suite) setup(t *testing.T, cfg Config) (Store, context.Context, *mb.Bus) {
+	t.Helper()
+	st := s.open(t, cfg)
+	bus := newBus(t, st.Transactor)
+	handleCmd(bus)
+	return st, s.ctx(t), bus
+}
+
 // ctx returns a context bounded by the suite's wait, cancelled at the end
 // of t.
 func (s *suite) ctx(t *testing.T) context.Context {

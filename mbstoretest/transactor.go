@@ -38,10 +38,7 @@ func RunTransactor(t *testing.T, h Harness) {
 // Commit: a row written in a unit is visible in the unit's transaction at
 // once, to nobody else before the commit, and to everybody after it.
 func (s *suite) testCommit(t *testing.T) {
-	st := s.open(t, Config{})
-	ctx := s.ctx(t)
-	bus := newBus(t, st.Transactor)
-	handleCmd(bus)
+	st, ctx, bus := s.setup(t, Config{})
 	k := key(t, "row")
 	err := unit(ctx, bus, func(ctx context.Context) error {
 		if err := st.insert(ctx, k); err != nil {
@@ -62,10 +59,7 @@ func (s *suite) testCommit(t *testing.T) {
 // RollbackError, RollbackPanic, RollbackBeforeCommit: a unit whose handler
 // fails, panics, or whose before-commit hook fails leaves no row.
 func (s *suite) testRollback(t *testing.T, how string) {
-	st := s.open(t, Config{})
-	ctx := s.ctx(t)
-	bus := newBus(t, st.Transactor)
-	handleCmd(bus)
+	st, ctx, bus := s.setup(t, Config{})
 	k := key(t, "row")
 	err := unit(ctx, bus, func(ctx context.Context) error {
 		if err := st.insert(ctx, k); err != nil {
@@ -100,23 +94,14 @@ func (s *suite) testRollback(t *testing.T, how string) {
 // the outer unit wrote before and after it commit, as does the row of a
 // nested unit that succeeded.
 func (s *suite) testNestedRollback(t *testing.T) {
-	st := s.open(t, Config{})
-	ctx := s.ctx(t)
-	bus := newBus(t, st.Transactor)
-	handleCmd(bus)
+	st, ctx, bus := s.setup(t, Config{})
 	before, inner, after, ok := key(t, "before"), key(t, "inner"), key(t, "after"), key(t, "ok")
 	err := unit(ctx, bus, func(ctx context.Context) error {
 		if err := st.insert(ctx, before); err != nil {
 			return err
 		}
-		err := unit(ctx, bus, func(ctx context.Context) error {
-			if err := st.insert(ctx, inner); err != nil {
-				return err
-			}
-			return errPlanned
-		})
-		if !errors.Is(err, errPlanned) {
-			return errorf("the failing nested Send returned %v, want the planned failure", err)
+		if err := failNested(ctx, st, bus, inner); err != nil {
+			return err
 		}
 		if n, err := st.count(ctx, inner); err != nil || n != 0 {
 			return errorf("after the nested unit failed, its row is visible %d times (%v), want 0: not rolled back to its savepoint", n, err)
@@ -130,23 +115,29 @@ func (s *suite) testNestedRollback(t *testing.T) {
 	st.wantCommitted(t, ctx, map[string]int{before: 1, inner: 0, after: 1, ok: 1})
 }
 
+// failNested runs a nested unit that writes key and fails, and returns an
+// error if Send does not return that failure.
+func failNested(ctx context.Context, st Store, bus *mb.Bus, key string) error {
+	err := unit(ctx, bus, func(ctx context.Context) error {
+		if err := st.insert(ctx, key); err != nil {
+			return err
+		}
+		return errPlanned
+	})
+	if !errors.Is(err, errPlanned) {
+		return errorf("the failing nested Send returned %v, want the planned failure", err)
+	}
+	return nil
+}
+
 // NestedBegin: when the transaction begins inside a nested unit (the outer
 // unit has not used it yet), the nested unit still rolls back alone.
 func (s *suite) testNestedBegin(t *testing.T) {
-	st := s.open(t, Config{})
-	ctx := s.ctx(t)
-	bus := newBus(t, st.Transactor)
-	handleCmd(bus)
+	st, ctx, bus := s.setup(t, Config{})
 	inner, after := key(t, "inner"), key(t, "after")
 	err := unit(ctx, bus, func(ctx context.Context) error {
-		err := unit(ctx, bus, func(ctx context.Context) error {
-			if err := st.insert(ctx, inner); err != nil {
-				return err
-			}
-			return errPlanned
-		})
-		if !errors.Is(err, errPlanned) {
-			return errorf("the failing nested Send returned %v, want the planned failure", err)
+		if err := failNested(ctx, st, bus, inner); err != nil {
+			return err
 		}
 		return st.insert(ctx, after)
 	})
@@ -231,10 +222,7 @@ func (s *suite) testLazy(t *testing.T) {
 // Concurrent: units running at once are independent: each commits or
 // rolls back its own rows, and none sees another's uncommitted row.
 func (s *suite) testConcurrent(t *testing.T) {
-	st := s.open(t, Config{})
-	ctx := s.ctx(t)
-	bus := newBus(t, st.Transactor)
-	handleCmd(bus)
+	st, ctx, bus := s.setup(t, Config{})
 
 	// A unit holds an uncommitted row while another looks for it.
 	held := key(t, "held")
@@ -310,10 +298,7 @@ func (s *suite) testConcurrent(t *testing.T) {
 // ReadOnly: in a read-only unit a write fails, and fails the unit, while
 // reads work.
 func (s *suite) testReadOnly(t *testing.T) {
-	st := s.open(t, Config{ReadOnly: true})
-	ctx := s.ctx(t)
-	bus := newBus(t, st.Transactor)
-	handleCmd(bus)
+	st, ctx, bus := s.setup(t, Config{ReadOnly: true})
 	k := key(t, "row")
 	var insertErr error
 	err := unit(ctx, bus, func(ctx context.Context) error {
@@ -332,9 +317,7 @@ func (s *suite) testReadOnly(t *testing.T) {
 	st.wantCommitted(t, ctx, map[string]int{k: 0})
 	// The read-only mode ends with the unit: a read-write store of the
 	// same database writes (a pooled connection may be reused).
-	rw := s.open(t, Config{})
-	rwBus := newBus(t, rw.Transactor)
-	handleCmd(rwBus)
+	rw, _, rwBus := s.setup(t, Config{})
 	k2 := key(t, "after")
 	must(t, "a read-write unit after a read-only one", unit(ctx, rwBus, func(ctx context.Context) error { return rw.insert(ctx, k2) }))
 	rw.wantCommitted(t, ctx, map[string]int{k2: 1})
@@ -344,10 +327,7 @@ func (s *suite) testReadOnly(t *testing.T) {
 // and commits, the unit counts again: below REPEATABLE READ it sees the
 // new row, at REPEATABLE READ and above it does not.
 func (s *suite) testIsolation(t *testing.T, level sql.IsolationLevel) {
-	st := s.open(t, Config{Isolation: level})
-	ctx := s.ctx(t)
-	bus := newBus(t, st.Transactor)
-	handleCmd(bus)
+	st, ctx, bus := s.setup(t, Config{Isolation: level})
 	k := key(t, "row")
 	want := 0
 	if level == sql.LevelReadUncommitted || level == sql.LevelReadCommitted {

@@ -6,6 +6,7 @@
 package sqlstore
 
 import (
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/binary"
@@ -249,4 +250,63 @@ func IsPostgresConflict(err error) bool {
 		return true
 	}
 	return false
+}
+
+// UnitTx returns the transaction of the unit of work ctx belongs to as a
+// T, the transaction type of an adapter, looking through transactions of
+// decorating Transactors that have an Unwrap() mb.Tx method. It returns
+// the error of [mb.TxFrom], or one wrapping foreign that names the type
+// found and tells to use newFn (e.g. "mbsql.New").
+func UnitTx[T mb.Tx](ctx context.Context, foreign error, newFn string) (T, error) {
+	var zero T
+	mt, err := mb.TxFrom(ctx)
+	if err != nil {
+		return zero, err
+	}
+	for m := mt; m != nil; {
+		if x, ok := m.(T); ok {
+			return x, nil
+		}
+		u, ok := m.(interface{ Unwrap() mb.Tx })
+		if !ok {
+			break
+		}
+		m = u.Unwrap()
+	}
+	return zero, fmt.Errorf("%w: it is a %T; set mb.Options.Transactor to the Transactor of %s", foreign, mt, newFn)
+}
+
+// OpenInbox returns the statements of the inbox table named table (the
+// default when empty) in dialect d, for the NewInbox of package pkg
+// ("mbsql", "mbpgx"). It returns the problems of NewInbox's arguments
+// joined, each wrapping [mb.ErrInvalidArgument]: no Transactor
+// (hasTransactor false) and a table name d does not take.
+func OpenInbox(d Dialect, pkg string, hasTransactor bool, table string) (*Inbox, error) {
+	if table == "" {
+		table = DefaultInboxTable
+	}
+	var errs []error
+	if !hasTransactor {
+		errs = append(errs, fmt.Errorf("%w: %s.NewInbox: the Transactor is nil; create one with %[2]s.New", mb.ErrInvalidArgument, pkg))
+	}
+	errs = append(errs, CheckTable(d, pkg+": InboxOptions.Table", table))
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return NewInbox(d, table)
+}
+
+// RunCleanup deletes the rows received before the given time in batches of
+// [CleanupBatch], each with one call of exec (which runs in.Cleanup with
+// its arguments and returns the rows it affected), until a batch is not
+// full or exec fails. It returns how many rows were deleted.
+func (in *Inbox) RunCleanup(ctx context.Context, before time.Time, exec func(ctx context.Context, sql string, arg any) (int64, error)) (int64, error) {
+	var total int64
+	for {
+		n, err := exec(ctx, in.Cleanup, in.Time(before))
+		total += n
+		if err != nil || n < CleanupBatch {
+			return total, err
+		}
+	}
 }

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -182,5 +183,55 @@ func TestNewInbox(t *testing.T) {
 	}
 	if _, err := NewInbox(Dialect(9), "t"); !errors.Is(err, mb.ErrInvalidArgument) {
 		t.Errorf("NewInbox of an unknown dialect: %v", err)
+	}
+}
+
+type nopTx struct{}
+
+func (nopTx) Commit(context.Context) error   { return nil }
+func (nopTx) Rollback(context.Context) error { return nil }
+
+type ownTx struct{ nopTx }
+
+type wrappedTx struct{ mb.Tx }
+
+func (w wrappedTx) Unwrap() mb.Tx { return w.Tx }
+
+type txFunc func(ctx context.Context) (mb.Tx, error)
+
+func (f txFunc) Begin(ctx context.Context) (mb.Tx, error) { return f(ctx) }
+
+var errForeign = errors.New("foreign")
+
+// UnitTx finds the adapter's transaction, also through decorators, and
+// names what it found otherwise.
+func TestUnitTx(t *testing.T) {
+	own := &ownTx{}
+	for _, tc := range []struct {
+		begun mb.Tx
+		ok    bool
+	}{
+		{own, true},
+		{wrappedTx{wrappedTx{own}}, true},
+		{wrappedTx{nopTx{}}, false},
+		{nopTx{}, false},
+	} {
+		bus := mb.New(&mb.Options{Transactor: txFunc(func(context.Context) (mb.Tx, error) { return tc.begun, nil })})
+		mb.HandleCommandNoResult(bus, func(ctx context.Context, c struct{}) error {
+			got, err := UnitTx[*ownTx](ctx, errForeign, "x.New")
+			switch {
+			case tc.ok && (err != nil || got != own):
+				t.Errorf("UnitTx in a unit with %T = %v, %v", tc.begun, got, err)
+			case !tc.ok && (!errors.Is(err, errForeign) || !strings.Contains(err.Error(), "x.New")):
+				t.Errorf("UnitTx in a unit with %T = %v; want the foreign error naming x.New", tc.begun, err)
+			}
+			return nil
+		})
+		if err := mb.Exec(context.Background(), bus, struct{}{}); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := UnitTx[*ownTx](context.Background(), errForeign, "x.New"); !errors.Is(err, mb.ErrNoUnitOfWork) {
+		t.Errorf("UnitTx outside a unit = %v", err)
 	}
 }
