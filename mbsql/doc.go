@@ -35,9 +35,9 @@
 //
 // # Dialects
 //
-// The [Dialect] names the database and so its SQL; mbsql imports no
-// driver but go-sql-driver/mysql (for its error type), so a program
-// imports the one it uses:
+// The [Dialect] names the database and so its SQL. A program imports the
+// driver it uses; mbsql itself imports only go-sql-driver/mysql (for its
+// error type, which also registers that driver):
 //
 //   - [Postgres]: github.com/jackc/pgx/v5/stdlib (driver name "pgx"); any
 //     driver whose errors have a SQLState() string method works. Package

@@ -235,3 +235,32 @@ func TestUnitTx(t *testing.T) {
 		t.Errorf("UnitTx outside a unit = %v", err)
 	}
 }
+
+// FuzzCheckTable: a table name CheckTable accepts yields schema
+// statements that are exactly the file's, however the name is spelled:
+// nothing in a name can end a statement or open a quote or comment.
+func FuzzCheckTable(f *testing.F) {
+	for _, s := range []string{"mb_inbox", "a.b", "x;DROP TABLE y", `a"b`, "a`b", "a--b", "a/*b", "a.b.c", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		for _, d := range []Dialect{Postgres, MySQL, SQLite} {
+			if CheckTable(d, "Table", name) != nil {
+				continue
+			}
+			in, err := NewInbox(d, name)
+			if err != nil {
+				t.Fatalf("NewInbox(%v, %q): %v", d, name, err)
+			}
+			def, _ := NewInbox(d, DefaultInboxTable)
+			if len(in.Schema) != len(def.Schema) {
+				t.Fatalf("%v: the name %q makes %d statements, the default %d", d, name, len(in.Schema), len(def.Schema))
+			}
+			for _, s := range append(in.Schema, in.Claim, in.Cleanup) {
+				if strings.ContainsAny(s, ";") || strings.Contains(s, "--") || strings.Contains(s, "/*") {
+					t.Fatalf("%v: the name %q makes the statement %q", d, name, s)
+				}
+			}
+		}
+	})
+}
