@@ -153,7 +153,10 @@
 // SERIALIZABLE on PostgreSQL, READ COMMITTED and REPEATABLE READ on
 // MariaDB, SERIALIZABLE on SQLite. The concurrent-claim subtests check on
 // PostgreSQL (pg_stat_activity) and MariaDB (innodb_trx) that the second
-// claim waits on a lock; on SQLite they show only the outcome.
+// claim waits on a lock; on SQLite they show the outcome, and a test
+// without busy_timeout shows that the second claim contends for the
+// first one's write lock (SQLITE_BUSY at once, a conflict) rather than
+// answering.
 // [Transactor.IsConflict] was checked against a real serialization
 // failure (PostgreSQL), deadlock (MariaDB) and stale snapshot
 // (SQLITE_BUSY_SNAPSHOT). MySQL itself was not tested.

@@ -393,3 +393,58 @@ func (e *env) conflict(t *testing.T, tr *Transactor) error {
 		return e.insert(ctx, a, "y")
 	}
 }
+
+// On SQLite a second claim of a key contends for the write lock the
+// first claim's transaction holds: without a busy_timeout it fails at
+// once with SQLITE_BUSY, a conflict, and never reports a wrong answer
+// (with one, as in the conformance suite, it waits for the first
+// transaction to end).
+func TestSQLiteConcurrentClaimContends(t *testing.T) {
+	db, err := sql.Open("sqlite", "file:"+t.TempDir()+"/busy.db?_pragma=journal_mode(WAL)&_pragma=busy_timeout(0)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeDB(db)
+	ctx := context.Background()
+	tr, err := New(db, SQLite, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := NewInbox(tr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key := mb.InboxKey{Group: "g", Handler: "h", Source: "s", MessageID: "1"}
+	claim := func(x mb.Tx) (bool, error) {
+		stx, err := sqlTx(x)
+		if err != nil {
+			return false, err
+		}
+		res, err := stx.ExecContext(ctx, in.st.Claim, in.st.ClaimArgs(key, time.Now())...)
+		if err != nil {
+			return false, err
+		}
+		n, err := res.RowsAffected()
+		return n == 1, err
+	}
+	first, err := tr.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Rollback(ctx)
+	if ok, err := claim(first); !ok || err != nil {
+		t.Fatalf("first claim = %v, %v", ok, err)
+	}
+	second, err := tr.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Rollback(ctx)
+	ok, err := claim(second)
+	if err == nil || !tr.IsConflict(err) {
+		t.Fatalf("second claim while the first is open = %v, %v; want SQLITE_BUSY", ok, err)
+	}
+}
