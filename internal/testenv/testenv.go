@@ -17,6 +17,14 @@ const RequireServices = "MB_REQUIRE_SERVICES"
 const (
 	RedisURLVar     = "MB_TEST_REDIS_URL"
 	DefaultRedisURL = "redis://127.0.0.1:6379/0"
+
+	PostgresURLVar     = "MB_TEST_POSTGRES_URL"
+	DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+	// MySQLURLVar holds a DSN of github.com/go-sql-driver/mysql (MariaDB
+	// or MySQL), not a URL.
+	MySQLURLVar     = "MB_TEST_MYSQL_URL"
+	DefaultMySQLURL = "root@tcp(127.0.0.1:3306)/test?parseTime=true"
 )
 
 // URL returns the value of the environment variable name, or def when it is
@@ -30,6 +38,12 @@ func URL(name, def string) string {
 
 // RedisURL returns the Redis the tests use.
 func RedisURL() string { return URL(RedisURLVar, DefaultRedisURL) }
+
+// PostgresURL returns the PostgreSQL the tests use.
+func PostgresURL() string { return URL(PostgresURLVar, DefaultPostgresURL) }
+
+// MySQLURL returns the DSN of the MariaDB (or MySQL) the tests use.
+func MySQLURL() string { return URL(MySQLURLVar, DefaultMySQLURL) }
 
 // Unavailable reports that a service the test needs cannot be reached: it
 // skips the test, or fails it when MB_REQUIRE_SERVICES=1. The message should
