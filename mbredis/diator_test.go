@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mb-go/mb"
+	"github.com/mb-go/mb/internal/testenv/redistest"
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbredis"
 )
@@ -21,7 +22,7 @@ func TestDiatorPublish(t *testing.T) {
 	defer cancel()
 
 	chanPrefix := p + mbredis.DiatorChannelPrefix
-	ps := c.PSubscribe(ctx, globEscape(chanPrefix)+":*")
+	ps := c.PSubscribe(ctx, redistest.GlobEscape(chanPrefix)+":*")
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {
 		t.Fatal(err)
