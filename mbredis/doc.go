@@ -15,8 +15,8 @@
 // [PubSub] is fire-and-forget: delivery is at most once, to the subscribers
 // connected at the time; a message published while nobody listens, or
 // while a subscriber reconnects, is lost. It supports pattern
-// subscriptions, and it can speak the wire format of the Python libraries
-// Diator and python-cqrs ([FormatDiator]).
+// subscriptions, and it can speak the wire format of the Python library
+// Diator ([FormatDiator]).
 //
 // # Streams layout
 //
@@ -61,7 +61,7 @@
 // [EncodeFrame] for the exact layout. A payload that is not a frame (from
 // another publisher) is received raw, with the [HeaderFrameError] header.
 //
-// # Diator and python-cqrs
+// # Diator
 //
 // With PubSubOptions.Format set to [FormatDiator], PubSub publishes what
 // Diator's RedisMessageBroker publishes: the JSON object

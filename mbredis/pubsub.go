@@ -25,8 +25,8 @@ const (
 	// and body unchanged.
 	FormatFrame Format = iota
 
-	// FormatDiator publishes in the wire format of the Python libraries
-	// Diator and python-cqrs (their RedisMessageBroker): the JSON object
+	// FormatDiator publishes in the wire format of the Python library
+	// Diator (its RedisMessageBroker): the JSON object
 	//
 	//	{"message_type":"<type>","message_name":"<name>","message_id":"<id>","payload":<body>}
 	//
