@@ -70,6 +70,35 @@
 // ([DiatorChannelPrefix] for a default Diator consumer), and receives such
 // messages with a pattern subscription; see [FormatDiator].
 //
+// # Deadlines
+//
+// Every call honours the deadline of its context, also when Redis does not
+// answer at all (a frozen or overloaded server, a network that drops
+// packets): it returns an error wrapping [context.DeadlineExceeded] at the
+// deadline, not when the client's ReadTimeout runs out (5 seconds by
+// default, and 10 seconds more for blocking reads).
+//
+// go-redis clients stop at a context's deadline only with
+// ContextTimeoutEnabled set in their options, which is off by default
+// (a command cut short leaves its connection unusable, and go-redis then
+// closes it). Setting it on the client you pass is the better choice:
+// commands then stop in the client itself, which gives up their
+// connection at once. Without it (or with a client type other than
+// *redis.Client, *redis.ClusterClient and *redis.Ring, which mbredis does
+// not know how to ask), mbredis enforces the deadline itself: it sends the
+// commands of a call whose context has a deadline from a goroutine of its
+// own and returns at the deadline, leaving them to finish within the
+// client's timeouts, holding a connection of its pool meanwhile. Either
+// way a command cut short by the deadline may still take effect: a
+// message whose Publish failed may have been added, an ack applied. The
+// connection of a receiver's blocking reads, which mbredis opens itself,
+// always has ContextTimeoutEnabled.
+//
+// Only the deadline is enforced. A context cancelled without one ends a
+// blocked read at once (see StreamsOptions.Block), but other commands
+// return when their reply comes, or at the client's timeouts, so that what
+// they did (entries delivered to the receiver) is not lost.
+//
 // # Errors
 //
 // Both drivers return the go-redis errors as they are (the portable layer

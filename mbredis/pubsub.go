@@ -155,6 +155,7 @@ func (o *PubSubOptions) withDefaults() (PubSubOptions, error) {
 type PubSub struct {
 	client redis.UniversalClient
 	opts   PubSubOptions
+	stops  bool // client stops at context deadlines itself
 
 	mu        sync.Mutex
 	closed    bool
@@ -164,7 +165,9 @@ type PubSub struct {
 var _ mbdriver.Driver = (*PubSub)(nil)
 
 // NewPubSub returns a PubSub driver over client with opts (nil means the
-// defaults). It returns an error naming every invalid option.
+// defaults). It returns an error naming every invalid option. It reads
+// once whether client has ContextTimeoutEnabled: see Deadlines in the
+// package documentation.
 func NewPubSub(client redis.UniversalClient, opts *PubSubOptions) (*PubSub, error) {
 	o, err := opts.withDefaults()
 	if client == nil {
@@ -173,7 +176,7 @@ func NewPubSub(client redis.UniversalClient, opts *PubSubOptions) (*PubSub, erro
 	if err != nil {
 		return nil, err
 	}
-	return &PubSub{client: client, opts: o, receivers: make(map[*pubsubReceiver]struct{})}, nil
+	return &PubSub{client: client, opts: o, stops: stopsAtDeadline(client), receivers: make(map[*pubsubReceiver]struct{})}, nil
 }
 
 // Capabilities returns AtMostOnce and Patterns.
@@ -219,15 +222,17 @@ func (p *PubSub) Publish(ctx context.Context, topic string, msgs []*mbdriver.Mes
 	case 0:
 		return nil
 	case 1:
-		return p.client.Publish(ctx, channels[0], payloads[0]).Err()
+		return withinErr(ctx, p.stops, func() error { return p.client.Publish(ctx, channels[0], payloads[0]).Err() })
 	}
-	_, err := p.client.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		for i := range msgs {
-			pl.Publish(ctx, channels[i], payloads[i])
-		}
-		return nil
+	return withinErr(ctx, p.stops, func() error {
+		_, err := p.client.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			for i := range msgs {
+				pl.Publish(ctx, channels[i], payloads[i])
+			}
+			return nil
+		})
+		return err
 	})
-	return err
 }
 
 func (p *PubSub) encode(topic string, m *mbdriver.Message) (channel string, payload []byte, err error) {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,6 +88,24 @@ func (s *ownRedis) kill() {
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 	s.cmd = nil
+}
+
+// freeze stops the server with SIGSTOP: connections stay open, commands
+// get no reply, until thaw. The server is killed at the end of the test
+// in any case.
+func (s *ownRedis) freeze() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// thaw resumes a frozen server (SIGCONT).
+func (s *ownRedis) thaw() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 func (s *ownRedis) client(t *testing.T) *redis.Client {

@@ -134,6 +134,7 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 type Streams struct {
 	client redis.UniversalClient
 	opts   StreamsOptions
+	stops  bool // client stops at context deadlines itself
 
 	mu        sync.Mutex
 	closed    bool
@@ -143,7 +144,9 @@ type Streams struct {
 var _ mbdriver.Driver = (*Streams)(nil)
 
 // NewStreams returns a Streams driver over client with opts (nil means the
-// defaults). It returns an error naming every invalid option.
+// defaults). It returns an error naming every invalid option. It reads
+// once whether client has ContextTimeoutEnabled: see Deadlines in the
+// package documentation.
 func NewStreams(client redis.UniversalClient, opts *StreamsOptions) (*Streams, error) {
 	o, err := opts.withDefaults()
 	if client == nil {
@@ -152,7 +155,7 @@ func NewStreams(client redis.UniversalClient, opts *StreamsOptions) (*Streams, e
 	if err != nil {
 		return nil, err
 	}
-	return &Streams{client: client, opts: o, receivers: make(map[*streamReceiver]struct{})}, nil
+	return &Streams{client: client, opts: o, stops: stopsAtDeadline(client), receivers: make(map[*streamReceiver]struct{})}, nil
 }
 
 // Capabilities returns Persistent, ConsumerGroups, Redelivery and Replay.
@@ -193,12 +196,15 @@ func (s *Streams) Publish(ctx context.Context, topic string, msgs []*mbdriver.Me
 			return fmt.Errorf("mbredis: Publish: message %d is nil", i)
 		}
 	}
-	key := s.opts.KeyPrefix + topic
-	var boxes valueBoxes
-	switch len(msgs) {
-	case 0:
+	if len(msgs) == 0 {
 		return nil
-	case 1:
+	}
+	return withinErr(ctx, s.stops, func() error { return s.publish(ctx, s.opts.KeyPrefix+topic, msgs) })
+}
+
+func (s *Streams) publish(ctx context.Context, key string, msgs []*mbdriver.Message) error {
+	var boxes valueBoxes
+	if len(msgs) == 1 {
 		return s.client.XAdd(ctx, s.xaddArgs(key, msgs[0], &boxes)).Err()
 	}
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -401,7 +407,9 @@ type streamReceiver struct {
 }
 
 func (r *streamReceiver) createGroup(ctx context.Context, start string) error {
-	err := r.d.client.XGroupCreateMkStream(ctx, r.key, r.group, start).Err()
+	err := withinErr(ctx, r.d.stops, func() error {
+		return r.d.client.XGroupCreateMkStream(ctx, r.key, r.group, start).Err()
+	})
 	if redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return nil
 	}
@@ -450,7 +458,7 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 		due := !now.Before(r.nextClaim)
 		r.mu.Unlock()
 		if due {
-			msgs, err := r.claim(ctx, now, max)
+			msgs, err := within(ctx, r.d.stops, func() ([]*mbdriver.Message, error) { return r.claim(ctx, now, max) })
 			if err != nil {
 				if isNoGroup(err) {
 					if err = r.createGroup(ctx, "0"); err == nil {
@@ -522,7 +530,7 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 func (r *streamReceiver) readGroup(ctx context.Context, a *redis.XReadGroupArgs) ([]redis.XStream, error) {
 	conn, id := r.blockingConn(ctx)
 	if conn == nil {
-		return r.d.client.XReadGroup(ctx, a).Result()
+		return within(ctx, r.d.stops, func() ([]redis.XStream, error) { return r.d.client.XReadGroup(ctx, a).Result() })
 	}
 	r.blockedID.Store(id)
 	stop := context.AfterFunc(ctx, r.unblock)
@@ -556,9 +564,11 @@ func (r *streamReceiver) blockingConn(ctx context.Context) (*redis.Conn, int64) 
 		// A client of its own, with the same options but one
 		// connection: a receiver must not hold a connection of the
 		// caller's pool for its lifetime (receivers of many topics would
-		// starve acks and publishes).
+		// starve acks and publishes). It stops at the deadline of
+		// Receive's context whatever the caller's client does.
 		o := *c.Options()
 		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 1, 0, 1, 1
+		o.ContextTimeoutEnabled = true
 		r.side = redis.NewClient(&o)
 	}
 	conn := r.side.Conn()
@@ -595,7 +605,7 @@ func (r *streamReceiver) unblock() {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	for range 50 {
-		n, err := r.d.client.ClientUnblock(ctx, id).Result()
+		n, err := within(ctx, r.d.stops, func() (int64, error) { return r.d.client.ClientUnblock(ctx, id).Result() })
 		if n == 1 || err != nil || r.blockedID.Load() != id {
 			return
 		}
@@ -613,10 +623,14 @@ func (r *streamReceiver) unblock() {
 }
 
 // ctxErr prefers ctx's error: a read cut short by ctx's deadline fails
-// with a timeout.
+// with an I/O timeout, possibly a moment before ctx's own timer marks ctx
+// done.
 func (r *streamReceiver) ctxErr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
 	}
 	return err
 }
@@ -784,7 +798,7 @@ func (r *streamReceiver) Ack(ctx context.Context, msgs []*mbdriver.Message) erro
 	if err != nil || len(ids) == 0 {
 		return err
 	}
-	return r.d.client.XAck(ctx, r.key, r.group, ids...).Err()
+	return withinErr(ctx, r.d.stops, func() error { return r.d.client.XAck(ctx, r.key, r.group, ids...).Err() })
 }
 
 // Nack makes msgs claimable by the group's consumers after delay, capped
@@ -821,7 +835,7 @@ func (r *streamReceiver) release(ctx context.Context, ids []string, idle time.Du
 		args = append(args, id)
 	}
 	args = append(args, "IDLE", idle.Milliseconds(), "JUSTID")
-	return r.d.client.Do(ctx, args...).Err()
+	return withinErr(ctx, r.d.stops, func() error { return r.d.client.Do(ctx, args...).Err() })
 }
 
 // Close stops receiving: a Receive in progress returns ErrClosed (within
@@ -846,7 +860,7 @@ func (r *streamReceiver) Close() error {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
-		r.closeErr = r.releaseAll(ctx)
+		r.closeErr = withinErr(ctx, r.d.stops, func() error { return r.releaseAll(ctx) })
 	})
 	return r.closeErr
 }
