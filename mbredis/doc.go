@@ -44,10 +44,15 @@
 // Streams declares Replay; [PubSub] does not, and refuses StartOldest with
 // an error wrapping [errors.ErrUnsupported].
 //
-// A receiver first takes over, with XAUTOCLAIM, the entries that have been
-// delivered but not acknowledged for StreamsOptions.ClaimMinIdle (their
-// consumer died or is stuck, or they were nacked), then reads new ones
-// with XREADGROUP. Ack is XACK. Nack keeps the entry where it is and makes
+// A receiver starts with the entries still pending for its own consumer
+// name (XREADGROUP from ID 0): those of an earlier receiver of that name
+// that stopped without acknowledging them, such as a process killed and
+// started again, which thus handles them at once rather than after
+// ClaimMinIdle. Give each process a stable Subscription.Consumer name (a
+// pod name, a host name) to profit from it. Then the receiver takes over,
+// with XAUTOCLAIM, the entries that have been delivered but not
+// acknowledged for StreamsOptions.ClaimMinIdle (their consumer died or is
+// stuck, or they were nacked), and reads new ones with XREADGROUP. Ack is XACK. Nack keeps the entry where it is and makes
 // it claimable after the Nack delay (XCLAIM with IDLE), so it is
 // redelivered to the same group only, with the same ID and a higher
 // delivery count. Closing a receiver makes its unacknowledged entries

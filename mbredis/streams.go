@@ -112,9 +112,12 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 // with [mbdriver.StartOldest], so that it also receives those the stream
 // still holds from before (all of them, or about the last MaxLen when
 // MaxLen is set); either way also while none of its receivers runs. An
-// existing group keeps its position. Receive returns the entries a receiver took over with
-// XAUTOCLAIM (those idle for ClaimMinIdle: of a consumer that died, or
-// nacked) before new ones read with XREADGROUP; Ack is XACK.
+// existing group keeps its position. A new receiver's Receive first returns
+// the entries still pending for its consumer name (of an earlier receiver
+// of that name that stopped without acknowledging them). Then Receive
+// returns the entries the receiver took over with XAUTOCLAIM (those idle
+// for ClaimMinIdle: of a consumer that died, or nacked) before new ones
+// read with XREADGROUP; Ack is XACK.
 //
 // Nack does not copy the entry: it resets the entry's idle time with
 // XCLAIM ... IDLE so that it becomes claimable after the Nack delay (at
@@ -288,9 +291,11 @@ func (s *Streams) xaddArgs(key string, m *mbdriver.Message, boxes *valueBoxes) *
 // sub.Start [mbdriver.StartNew] and at "0" for [mbdriver.StartOldest], and
 // returns a receiver for it. An existing group is left where it is,
 // whatever sub.Start. sub.Group is required; sub.Pattern is not
-// supported. When sub.Consumer is empty, a consumer name
-// "<hostname>-<pid>-<random>" is generated; such a consumer is removed from
-// the group by Close when it has no pending entries left.
+// supported. A receiver whose sub.Consumer is the name of an earlier one
+// starts with the entries still pending for that name (see Receive). When
+// sub.Consumer is empty, a consumer name "<hostname>-<pid>-<random>" is
+// generated; such a consumer is removed from the group by Close when it
+// has no pending entries left.
 func (s *Streams) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
 	if s.isClosed() {
 		return nil, mbdriver.ErrClosed
@@ -324,6 +329,7 @@ func (s *Streams) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbd
 		group:    sub.Group,
 		consumer: sub.Consumer,
 		cursor:   "0-0",
+		backlog:  "0",
 		closed:   make(chan struct{}),
 	}
 	if r.consumer == "" {
@@ -398,6 +404,9 @@ type streamReceiver struct {
 	connID    int64
 	noConn    bool
 	blockedID atomic.Int64
+	// backlog is the ID after which the consumer's own pending entries
+	// are read next, "" once none is left. Guarded by recvMu.
+	backlog string
 
 	// mu guards the XAUTOCLAIM schedule, which Nack changes.
 	mu          sync.Mutex
@@ -430,7 +439,11 @@ func (r *streamReceiver) claimInterval() time.Duration {
 	return max(r.d.opts.ClaimMinIdle/2, 10*time.Millisecond)
 }
 
-// Receive returns up to max entries: first those it takes over with
+// Receive returns up to max entries. The first calls return the entries
+// still pending for the receiver's consumer name, delivered to an earlier
+// receiver of that name that stopped without acknowledging them (a process
+// restarted after a crash), read with XREADGROUP from ID 0 on, until none
+// is left. Then it returns first the entries it takes over with
 // XAUTOCLAIM (looked for at the first call, every ClaimMinIdle/2, and when
 // a Nack delay ends), then new ones read with XREADGROUP BLOCK. A group
 // that disappeared (the stream was deleted, or the server lost its data)
@@ -453,6 +466,19 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if r.backlog != "" {
+			b, err := within(ctx, r.d.stops, func() (backlog, error) { return r.readPending(ctx, r.backlog, max) })
+			if err != nil {
+				if err = r.regroup(ctx, err); err == nil {
+					continue
+				}
+				return nil, err
+			}
+			r.backlog = b.last
+			if len(b.msgs) > 0 {
+				return b.msgs, nil
+			}
+		}
 		now := time.Now()
 		r.mu.Lock()
 		due := !now.Before(r.nextClaim)
@@ -460,12 +486,10 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 		if due {
 			msgs, err := within(ctx, r.d.stops, func() ([]*mbdriver.Message, error) { return r.claim(ctx, now, max) })
 			if err != nil {
-				if isNoGroup(err) {
-					if err = r.createGroup(ctx, "0"); err == nil {
-						continue
-					}
+				if err = r.regroup(ctx, err); err == nil {
+					continue
 				}
-				return nil, r.ctxErr(ctx, err)
+				return nil, err
 			}
 			if len(msgs) > 0 {
 				return msgs, nil
@@ -491,12 +515,10 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 			continue
 		}
 		if err != nil {
-			if isNoGroup(err) {
-				if err = r.createGroup(ctx, "0"); err == nil {
-					continue
-				}
+			if err = r.regroup(ctx, err); err == nil {
+				continue
 			}
-			return nil, r.ctxErr(ctx, err)
+			return nil, err
 		}
 		n := 0
 		for _, st := range res {
@@ -518,6 +540,48 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 			return msgs, nil
 		}
 	}
+}
+
+// regroup returns nil when err says that the group no longer exists and
+// it was created again (from the start of the stream: what it held is
+// lost), or the error Receive returns.
+func (r *streamReceiver) regroup(ctx context.Context, err error) error {
+	if isNoGroup(err) {
+		if err = r.createGroup(ctx, "0"); err == nil {
+			return nil
+		}
+	}
+	return r.ctxErr(ctx, err)
+}
+
+// backlog is a batch of the consumer's own pending entries: the messages,
+// and the ID to read from next, or "" when none was left.
+type backlog struct {
+	msgs []*mbdriver.Message
+	last string
+}
+
+// readPending reads up to max of the entries pending for the receiver's
+// consumer name with IDs after start (XREADGROUP with that ID instead of
+// ">", which raises their delivery count). It does not block.
+func (r *streamReceiver) readPending(ctx context.Context, start string, max int) (backlog, error) {
+	res, err := r.d.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    r.group,
+		Consumer: r.consumer,
+		Streams:  []string{r.key, start},
+		Count:    int64(max),
+		Block:    -1,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	if err != nil || len(res) == 0 || len(res[0].Messages) == 0 {
+		return backlog{}, err
+	}
+	xms := res[0].Messages
+	last := xms[len(xms)-1].ID
+	msgs, err := r.deliver(ctx, xms)
+	return backlog{msgs, last}, err
 }
 
 // readGroup runs one blocking XREADGROUP. On a *redis.Client it runs on
@@ -693,7 +757,15 @@ func (r *streamReceiver) claim(ctx context.Context, now time.Time, max int) ([]*
 		r.nextClaim = now.Add(r.claimInterval())
 	}
 	r.mu.Unlock()
+	return r.deliver(ctx, xms)
+}
 
+// deliver turns entries that were just delivered to the receiver's
+// consumer (read again or taken over) into messages whose Attempt is their
+// delivery count, looked up with one XPENDING per entry in one pipeline.
+// Entries deleted from the stream while pending (trimmed) come without
+// fields: they are acknowledged and left out.
+func (r *streamReceiver) deliver(ctx context.Context, xms []redis.XMessage) ([]*mbdriver.Message, error) {
 	var gone []string
 	live := xms[:0]
 	for _, xm := range xms {
