@@ -3,6 +3,8 @@ package mbredis_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,15 +131,7 @@ func checkDeadlines(t *testing.T, srv *ownRedis, c *redis.Client) {
 			}
 			delete(calls, r.name)
 		case <-net:
-			t.Fatalf("still waiting for the frozen server 5s after their deadline of 300ms: %v", keys(calls))
+			t.Fatalf("still waiting for the frozen server 5s after their deadline of 300ms: %v", slices.Sorted(maps.Keys(calls)))
 		}
 	}
-}
-
-func keys[V any](m map[string]V) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	return ks
 }

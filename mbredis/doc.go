@@ -58,6 +58,24 @@
 // delivery count. Closing a receiver makes its unacknowledged entries
 // claimable at once.
 //
+// # Pruning
+//
+// A consumer name stays in its group until it is deleted, so generated
+// names (see Streams.Subscribe) of processes that were killed, and the
+// names of replicas that are gone, pile up. Receivers delete them: at
+// their first Receive and then every StreamsOptions.PruneConsumersAfter
+// (an hour by default), a receiver deletes the consumers of its group
+// that hold no pending entries and have been idle (no read, no claim) for
+// PruneConsumersAfter. The look (XINFO CONSUMERS) and the deletion
+// (XGROUP DELCONSUMER) run in one Lua script, atomically, because deleting
+// a consumer deletes its pending entries from the group: a consumer that
+// holds entries is never deleted, however long it has been idle. Deleting
+// a consumer that is still running does no harm either: Redis creates it
+// again at its next read. Pruning is best effort; when it fails (for
+// example when the client's user may not run scripts: it needs EVALSHA
+// and EVAL), Receive goes on and tries again PruneConsumersAfter later.
+// A negative PruneConsumersAfter turns it off.
+//
 // # Pub/Sub frame
 //
 // Pub/Sub messages have no headers, so in [FormatFrame] (the default) a

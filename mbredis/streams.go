@@ -32,8 +32,9 @@ const (
 
 // Defaults of [StreamsOptions].
 const (
-	DefaultBlock        = time.Second
-	DefaultClaimMinIdle = 30 * time.Second
+	DefaultBlock               = time.Second
+	DefaultClaimMinIdle        = 30 * time.Second
+	DefaultPruneConsumersAfter = time.Hour
 )
 
 // closeTimeout bounds the Redis commands a Receiver's Close sends.
@@ -74,6 +75,15 @@ type StreamsOptions struct {
 	// be large enough for the slowest group. Zero (the default) never
 	// trims. Must not be negative.
 	MaxLen int64
+
+	// PruneConsumersAfter is how long a consumer of a group must have been
+	// idle, with no pending entries, before a receiver of the group deletes
+	// it (XGROUP DELCONSUMER), so that the names of consumers that are gone
+	// (generated names of processes that were killed, names of scaled-down
+	// replicas) do not pile up in the group (default
+	// [DefaultPruneConsumersAfter]). A negative value turns pruning off. See
+	// Pruning in the package documentation.
+	PruneConsumersAfter time.Duration
 }
 
 func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
@@ -99,6 +109,9 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 	}
 	if r.ClaimMinIdle == 0 {
 		r.ClaimMinIdle = DefaultClaimMinIdle
+	}
+	if r.PruneConsumersAfter == 0 {
+		r.PruneConsumersAfter = DefaultPruneConsumersAfter
 	}
 	return r, errors.Join(errs...)
 }
@@ -407,6 +420,9 @@ type streamReceiver struct {
 	// backlog is the ID after which the consumer's own pending entries
 	// are read next, "" once none is left. Guarded by recvMu.
 	backlog string
+	// nextPrune is when Receive next deletes the group's idle consumers
+	// (zero: at the first call). Guarded by recvMu.
+	nextPrune time.Time
 
 	// mu guards the XAUTOCLAIM schedule, which Nack changes.
 	mu          sync.Mutex
@@ -449,7 +465,9 @@ func (r *streamReceiver) claimInterval() time.Duration {
 // that disappeared (the stream was deleted, or the server lost its data)
 // is created again from the start of the stream. Cancelling ctx, or
 // Close, ends a blocked read at once with a *redis.Client, within Block
-// with other clients (see StreamsOptions.Block).
+// with other clients (see StreamsOptions.Block). The first call, and one
+// every PruneConsumersAfter, also deletes the group's idle consumers
+// without pending entries (see Pruning in the package documentation).
 func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("mbredis: Receive: max is %d; it must be at least 1", max)
@@ -466,6 +484,12 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		now := time.Now()
+		if r.d.opts.PruneConsumersAfter > 0 && !now.Before(r.nextPrune) {
+			r.nextPrune = now.Add(r.d.opts.PruneConsumersAfter)
+			// Best effort: a failure is tried again next time.
+			_ = withinErr(ctx, r.d.stops, func() error { return r.prune(ctx) })
+		}
 		if r.backlog != "" {
 			b, err := within(ctx, r.d.stops, func() (backlog, error) { return r.readPending(ctx, r.backlog, max) })
 			if err != nil {
@@ -479,7 +503,6 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 				return b.msgs, nil
 			}
 		}
-		now := time.Now()
 		r.mu.Lock()
 		due := !now.Before(r.nextClaim)
 		r.mu.Unlock()
@@ -552,6 +575,36 @@ func (r *streamReceiver) regroup(ctx context.Context, err error) error {
 		}
 	}
 	return r.ctxErr(ctx, err)
+}
+
+// pruneScript deletes the consumers of group ARGV[1] of stream KEYS[1]
+// that have no pending entries and have been idle for ARGV[2]
+// milliseconds or more, and returns how many it deleted. Looking and
+// deleting in one script makes it atomic: deleting a consumer deletes its
+// pending entries from the group, and none can be delivered to it between
+// the look and the deletion. XINFO CONSUMERS reports "idle" as the time
+// since the consumer's last read or claim (Redis 7.2 and later add
+// "inactive", the time since its last successful one, which is not used).
+var pruneScript = redis.NewScript(`
+local deleted = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+	local f = {}
+	for i = 1, #c, 2 do
+		f[c[i]] = c[i + 1]
+	end
+	if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[2]) then
+		redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+		deleted = deleted + 1
+	end
+end
+return deleted
+`)
+
+// prune deletes the consumers of the group that have been idle for
+// PruneConsumersAfter with no pending entries (pruneScript).
+func (r *streamReceiver) prune(ctx context.Context) error {
+	after := r.d.opts.PruneConsumersAfter.Milliseconds()
+	return pruneScript.Run(ctx, r.d.client, []string{r.key}, r.group, after).Err()
 }
 
 // backlog is a batch of the consumer's own pending entries: the messages,
