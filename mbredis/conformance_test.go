@@ -38,6 +38,7 @@ func TestStreamsConformance(t *testing.T) {
 		},
 		Prefix:         "mbtest-",
 		RedeliveryWait: 5 * time.Second,
+		HoldTimeout:    testClaimMinIdle,
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mb-go/mb/internal/testenv/redistest"
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbredis"
 )
@@ -44,7 +45,7 @@ func checkDeadlines(t *testing.T, srv *ownRedis, c *redis.Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// Block and ClaimMinIdle of an hour: only the deadline can end a call.
-	st, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{Block: time.Hour, ClaimMinIdle: time.Hour})
+	st, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{KeyPrefix: redistest.RandHex(4) + ":", Block: time.Hour, ClaimMinIdle: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,12 +71,20 @@ func checkDeadlines(t *testing.T, srv *ownRedis, c *redis.Client) {
 		t.Fatal(err)
 	}
 	defer r2.Close()
-	if err := st.Publish(ctx, "t", []*mbdriver.Message{{ID: "m"}}); err != nil {
+	// One message for each of Ack, Nack and Extend, which would skip a
+	// message acked or nacked.
+	if err := st.Publish(ctx, "t", []*mbdriver.Message{{ID: "ack"}, {ID: "nack"}, {ID: "extend"}}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := r1.Receive(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
+	got := map[string][]*mbdriver.Message{}
+	for len(got) < 3 {
+		msgs, err := r1.Receive(ctx, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			got[m.ID] = []*mbdriver.Message{m}
+		}
 	}
 
 	srv.freeze()
@@ -99,8 +108,9 @@ func checkDeadlines(t *testing.T, srv *ownRedis, c *redis.Client) {
 		},
 		"Receive (blocking read)": func(ctx context.Context) error { _, err := r1.Receive(ctx, 1); return err },
 		"Receive (first)":         func(ctx context.Context) error { _, err := r2.Receive(ctx, 1); return err },
-		"Ack":                     func(ctx context.Context) error { return r1.Ack(ctx, got) },
-		"Nack":                    func(ctx context.Context) error { return r1.Nack(ctx, got, 0) },
+		"Ack":                     func(ctx context.Context) error { return r1.Ack(ctx, got["ack"]) },
+		"Nack":                    func(ctx context.Context) error { return r1.Nack(ctx, got["nack"], 0) },
+		"Extend":                  func(ctx context.Context) error { return r1.(mbdriver.Extender).Extend(ctx, got["extend"]) },
 		"PubSub.Publish":          func(ctx context.Context) error { return ps.Publish(ctx, "t", msgs("a")) },
 		"PubSub.Subscribe": func(ctx context.Context) error {
 			r, err := ps.Subscribe(ctx, mbdriver.Subscription{Topic: "t"})

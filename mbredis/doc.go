@@ -58,6 +58,36 @@
 // delivery count. Closing a receiver makes its unacknowledged entries
 // claimable at once.
 //
+// # Extending
+//
+// A receiver implements [mbdriver.Extender] (Streams declares Extend):
+// the consumer runtime calls Extend, every ExtendInterval (a third of
+// ClaimMinIdle), for the messages it holds, so that a handler slower than
+// ClaimMinIdle keeps its entry instead of seeing it taken over, and
+// handled a second time, by another consumer. Extend resets the idle time
+// of the entries with XCLAIM to their own consumer with JUSTID, which
+// does not raise their delivery count: Message.Attempt counts deliveries,
+// not extensions. XCLAIM alone would also take back an entry that another
+// consumer has taken over meanwhile (after a late extension), so a Lua
+// script checks each entry's consumer (XPENDING) and claims only those
+// still with the receiver's, atomically. An entry acked, nacked or closed
+// by the receiver is not extended either, also when Extend is called
+// concurrently with Ack, Nack or Close. The limits:
+//
+//   - An extension that comes after another consumer took the entry over
+//     is skipped, and the entry is then handled twice (which is what an
+//     inbox is for): ExtendInterval leaves two thirds of ClaimMinIdle for
+//     a late extension.
+//   - Ownership is by consumer name: two live receivers with the same
+//     Subscription.Consumer (which the name must not be) cannot be told
+//     apart.
+//   - The client's user must be allowed to run scripts (EVALSHA and EVAL);
+//     without, Extend returns the server's error.
+//   - Nack, which also claims the entry for its own consumer (with an
+//     idle time that makes it claimable after the delay), does not check
+//     the owner: a Nack that comes after the entry was taken over makes it
+//     claimable again.
+//
 // # Pruning
 //
 // A consumer name stays in its group until it is deleted, so generated

@@ -63,10 +63,13 @@ type StreamsOptions struct {
 
 	// ClaimMinIdle is how long an entry stays delivered but unacknowledged
 	// before another consumer of the group may take it over with
-	// XAUTOCLAIM (default [DefaultClaimMinIdle]). It must be longer than
-	// the slowest handler, or entries still being handled are delivered a
-	// second time. It is also the longest delay Nack honours. Must not be
-	// negative.
+	// XAUTOCLAIM (default [DefaultClaimMinIdle]). A receiver's consumer
+	// keeps the entries it is still handling by extending them every
+	// ClaimMinIdle/3 (the consumer runtime of package mb does; see
+	// Extending in the package documentation); entries that are not
+	// extended must be acknowledged within ClaimMinIdle, or they are
+	// delivered a second time while still being handled. It is also the
+	// longest delay Nack honours. Must not be negative.
 	ClaimMinIdle time.Duration
 
 	// MaxLen, when positive, trims every stream to about that many entries
@@ -139,7 +142,8 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 // group only, and its Redis delivery count, which is reported as
 // Message.Attempt.
 //
-// Streams declares Persistent, ConsumerGroups, Redelivery and Replay. It does not
+// Streams declares Persistent, ConsumerGroups, Redelivery, Replay and
+// Extend (its receivers implement [mbdriver.Extender]). It does not
 // declare OrderingPerKey: consumers of a group compete for entries without
 // regard to their partition key, and a redelivered entry comes after
 // entries added later. It does not declare DelayedDelivery (a Nack delay is
@@ -157,7 +161,10 @@ type Streams struct {
 	receivers map[*streamReceiver]struct{}
 }
 
-var _ mbdriver.Driver = (*Streams)(nil)
+var (
+	_ mbdriver.Driver   = (*Streams)(nil)
+	_ mbdriver.Extender = (*streamReceiver)(nil)
+)
 
 // NewStreams returns a Streams driver over client with opts (nil means the
 // defaults). It returns an error naming every invalid option. It reads
@@ -174,9 +181,10 @@ func NewStreams(client redis.UniversalClient, opts *StreamsOptions) (*Streams, e
 	return &Streams{client: client, opts: o, stops: stopsAtDeadline(client), receivers: make(map[*streamReceiver]struct{})}, nil
 }
 
-// Capabilities returns Persistent, ConsumerGroups, Redelivery and Replay.
+// Capabilities returns Persistent, ConsumerGroups, Redelivery, Replay and
+// Extend.
 func (s *Streams) Capabilities() mbdriver.Capabilities {
-	return mbdriver.Capabilities{Persistent: true, ConsumerGroups: true, Redelivery: true, Replay: true}
+	return mbdriver.Capabilities{Persistent: true, ConsumerGroups: true, Redelivery: true, Replay: true, Extend: true}
 }
 
 // IsRetryable reports whether err is transient: a network error, EOF, a
@@ -344,6 +352,7 @@ func (s *Streams) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbd
 		cursor:   "0-0",
 		backlog:  "0",
 		closed:   make(chan struct{}),
+		idle:     make(chan struct{}, 1),
 	}
 	if r.consumer == "" {
 		r.consumer = generateConsumerName()
@@ -424,6 +433,17 @@ type streamReceiver struct {
 	// (zero: at the first call). Guarded by recvMu.
 	nextPrune time.Time
 
+	// idle is a lock (a one-slot semaphore, so that waiting for it
+	// honours a context) that orders the commands that change the idle
+	// time of the consumer's entries (Extend, Nack, Close): an extension
+	// cannot land after, and undo, a Nack or Close sent after it.
+	idle chan struct{}
+	// held are the IDs of the entries this receiver returned and that were
+	// not acked or nacked since: those Extend extends. Guarded by heldMu,
+	// which is never held during a command.
+	heldMu sync.Mutex
+	held   map[string]struct{}
+
 	// mu guards the XAUTOCLAIM schedule, which Nack changes.
 	mu          sync.Mutex
 	nextClaim   time.Time // zero: claim at the first Receive
@@ -469,6 +489,13 @@ func (r *streamReceiver) claimInterval() time.Duration {
 // every PruneConsumersAfter, also deletes the group's idle consumers
 // without pending entries (see Pruning in the package documentation).
 func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
+	msgs, err := r.receive(ctx, max)
+	r.hold(msgs)
+	return msgs, err
+}
+
+// receive is Receive but for keeping track of the messages held.
+func (r *streamReceiver) receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("mbredis: Receive: max is %d; it must be at least 1", max)
 	}
@@ -917,12 +944,62 @@ func ackIDs(msgs []*mbdriver.Message) ([]string, error) {
 	return ids, nil
 }
 
+// lockIdle takes the idle lock, or returns ctx's error.
+func (r *streamReceiver) lockIdle(ctx context.Context) error {
+	select {
+	case r.idle <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *streamReceiver) unlockIdle() { <-r.idle }
+
+// hold records msgs as held, for Extend.
+func (r *streamReceiver) hold(msgs []*mbdriver.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	if r.held == nil {
+		r.held = make(map[string]struct{}, len(msgs))
+	}
+	for _, m := range msgs {
+		r.held[m.AckID.(string)] = struct{}{}
+	}
+}
+
+// settle records the entries ids as no longer held.
+func (r *streamReceiver) settle(ids []string) {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	for _, id := range ids {
+		delete(r.held, id)
+	}
+}
+
+// stillHeld returns those of ids that are held, in a new slice.
+func (r *streamReceiver) stillHeld(ids []string) []string {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	var out []string
+	for _, id := range ids {
+		if _, ok := r.held[id]; ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Ack acknowledges msgs with one XACK. It may be called after Close.
 func (r *streamReceiver) Ack(ctx context.Context, msgs []*mbdriver.Message) error {
 	ids, err := ackIDs(msgs)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
+	r.settle(ids)
 	return withinErr(ctx, r.d.stops, func() error { return r.d.client.XAck(ctx, r.key, r.group, ids...).Err() })
 }
 
@@ -935,7 +1012,13 @@ func (r *streamReceiver) Nack(ctx context.Context, msgs []*mbdriver.Message, del
 		return err
 	}
 	delay = min(max(delay, 0), r.d.opts.ClaimMinIdle)
-	if err := r.release(ctx, ids, r.d.opts.ClaimMinIdle-delay); err != nil {
+	if err := r.lockIdle(ctx); err != nil {
+		return err
+	}
+	r.settle(ids)
+	err = r.release(ctx, ids, r.d.opts.ClaimMinIdle-delay)
+	r.unlockIdle()
+	if err != nil {
 		return err
 	}
 	// Redis counts whole milliseconds: look a little later.
@@ -963,6 +1046,76 @@ func (r *streamReceiver) release(ctx context.Context, ids []string, idle time.Du
 	return withinErr(ctx, r.d.stops, func() error { return r.d.client.Do(ctx, args...).Err() })
 }
 
+// extendScript restarts the idle time of those of the pending entries
+// ARGV[3:] of group ARGV[1] of stream KEYS[1] that belong to consumer
+// ARGV[2], without raising their delivery count (XCLAIM to their own
+// consumer with JUSTID), and returns how many it extended. The owner is
+// checked and the entries claimed in one script, atomically: XCLAIM alone
+// would take back an entry that another consumer took over meanwhile.
+var extendScript = redis.NewScript(`
+local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+for i = 3, #ARGV do
+	local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+	if #p == 1 and p[1][2] == ARGV[2] then
+		args[#args + 1] = ARGV[i]
+	end
+end
+if #args == 5 then
+	return 0
+end
+args[#args + 1] = 'JUSTID'
+return #redis.call(unpack(args))
+`)
+
+// extendBatch is the most entries one extendScript call extends (Lua's
+// unpack takes a few thousand values at most).
+const extendBatch = 1000
+
+// ExtendInterval implements [mbdriver.Extender]: a third of ClaimMinIdle.
+func (r *streamReceiver) ExtendInterval() time.Duration { return r.d.opts.ClaimMinIdle / 3 }
+
+// Extend implements [mbdriver.Extender]: it restarts the idle time of the
+// entries of msgs that this receiver returned, that were not acked or
+// nacked since and that are still pending for its consumer, so that no
+// other consumer takes them over for another ClaimMinIdle, without raising
+// their delivery count; the others are skipped. See Extending in the
+// package documentation for how, and its limits. It returns ErrClosed after
+// Close, and an error for a message that was not received from this
+// driver.
+func (r *streamReceiver) Extend(ctx context.Context, msgs []*mbdriver.Message) error {
+	if r.isClosed() {
+		return mbdriver.ErrClosed
+	}
+	ids, err := ackIDs(msgs)
+	if err != nil {
+		return err
+	}
+	if err := r.lockIdle(ctx); err != nil {
+		return err
+	}
+	defer r.unlockIdle()
+	if r.isClosed() {
+		return mbdriver.ErrClosed
+	}
+	ids = r.stillHeld(ids)
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), extendBatch)]
+		ids = ids[len(batch):]
+		args := make([]any, 0, 2+len(batch))
+		args = append(args, r.group, r.consumer)
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		err := withinErr(ctx, r.d.stops, func() error {
+			return extendScript.Run(ctx, r.d.client, []string{r.key}, args...).Err()
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Close stops receiving: a Receive in progress returns ErrClosed (within
 // Block) and later ones too. The entries delivered to this consumer and
 // not acknowledged are made claimable at once, so that the other consumers
@@ -985,6 +1138,14 @@ func (r *streamReceiver) Close() error {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
+		// After the Extend in progress, before any other.
+		if r.closeErr = r.lockIdle(ctx); r.closeErr != nil {
+			return
+		}
+		defer r.unlockIdle()
+		r.heldMu.Lock()
+		r.held = nil
+		r.heldMu.Unlock()
 		r.closeErr = withinErr(ctx, r.d.stops, func() error { return r.releaseAll(ctx) })
 	})
 	return r.closeErr
