@@ -41,9 +41,15 @@ func TestDiatorPublish(t *testing.T) {
 			Body:    []byte(`{ "user_id": 987, "room": "<a&b>" }`),
 		},
 		{
-			ID:      "second",
-			Headers: map[string]string{"ce-type": "RoomClosed", mbredis.HeaderDiatorMessageType: mbredis.DiatorECSTEvent},
-			Body:    []byte(`{}`),
+			// The message type comes from the envelope's extension
+			// "diatormessagetype", which an mb message sets with an
+			// Extensions method.
+			ID: "second",
+			Headers: (&mb.Envelope{
+				ID: "second", Source: "/rooms", SpecVersion: "1.0", Type: "RoomClosed",
+				Extensions: map[string]string{"diatormessagetype": "ecst_event"},
+			}).ToHeaders(),
+			Body: []byte(`{}`),
 		},
 	}
 	if err := d.Publish(ctx, chanPrefix, msgs); err != nil {
@@ -130,6 +136,11 @@ func TestDiatorReceive(t *testing.T) {
 	}
 	if env.Type != "UserJoinedNotificationEvent" || env.ID != id || env.Source != mbredis.DefaultDiatorSource {
 		t.Errorf("envelope %+v", env)
+	}
+	// The message type reaches the consumer as the extension
+	// "diatormessagetype" (header "ce-diatormessagetype").
+	if got := env.Extensions["diatormessagetype"]; got != "notification_event" {
+		t.Errorf("envelope extensions %v, want diatormessagetype=notification_event", env.Extensions)
 	}
 	if bad := got[1]; bad.Headers[mbredis.HeaderFrameError] == "" || string(bad.Body) != "not json" {
 		t.Errorf("undecodable payload received as %+v", bad)

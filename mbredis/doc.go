@@ -123,6 +123,21 @@
 // ([DiatorChannelPrefix] for a default Diator consumer), and receives such
 // messages with a pattern subscription; see [FormatDiator].
 //
+// Diator's message_type ([DiatorNotificationEvent] or [DiatorECSTEvent])
+// travels as the CloudEvents extension attribute "diatormessagetype"
+// ([DiatorMessageTypeExtension]; header "ce-diatormessagetype"), both
+// ways. A message sets it with the optional method Extensions, whose
+// entries become extensions of its envelope:
+//
+//	func (OrderPaid) Extensions() map[string]string {
+//		return map[string]string{mbredis.DiatorMessageTypeExtension: mbredis.DiatorECSTEvent}
+//	}
+//
+// A message without it is published as PubSubOptions.DiatorMessageType
+// (a notification event by default). A received message carries the
+// message_type it came with in the extensions of its metadata
+// (mb.Metadata.Extensions), under the same name.
+//
 // # Deadlines
 //
 // Every call honours the deadline of its context, also when Redis does not

@@ -71,9 +71,17 @@ const (
 	DiatorNotificationEvent = "notification_event"
 	DiatorECSTEvent         = "ecst_event"
 
-	// HeaderDiatorMessageType is the header that holds a message's Diator
-	// message_type, in both directions, with [FormatDiator].
-	HeaderDiatorMessageType = "diator-message-type"
+	// DiatorMessageTypeExtension is the CloudEvents extension attribute
+	// that holds a message's Diator message_type, in both directions, with
+	// [FormatDiator]: a consumer finds it among the extensions of the
+	// message's metadata, and a message sets it with an Extensions method
+	// (see Diator in the package documentation).
+	DiatorMessageTypeExtension = "diatormessagetype"
+
+	// HeaderDiatorMessageType is the binary-mode header of
+	// [DiatorMessageTypeExtension], "ce-diatormessagetype": what the
+	// driver reads from a published message and writes on a received one.
+	HeaderDiatorMessageType = "ce-" + DiatorMessageTypeExtension
 
 	// HeaderFrameError is set on a received message whose channel payload
 	// could not be decoded (a frame of another format, a foreign
