@@ -33,7 +33,7 @@ func TestDiatorPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	const id = "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b"
+	const id, id2 = "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b", "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6c"
 	msgs := []*mbdriver.Message{
 		{
 			ID:      id,
@@ -44,9 +44,9 @@ func TestDiatorPublish(t *testing.T) {
 			// The message type comes from the envelope's extension
 			// "diatormessagetype", which an mb message sets with an
 			// Extensions method.
-			ID: "second",
+			ID: id2,
 			Headers: (&mb.Envelope{
-				ID: "second", Source: "/rooms", SpecVersion: "1.0", Type: "RoomClosed",
+				ID: id2, Source: "/rooms", SpecVersion: "1.0", Type: "RoomClosed",
 				Extensions: map[string]string{"diatormessagetype": "ecst_event"},
 			}).ToHeaders(),
 			Body: []byte(`{}`),
@@ -58,8 +58,8 @@ func TestDiatorPublish(t *testing.T) {
 	want := []struct{ channel, payload string }{
 		{chanPrefix + ":notification_event:" + id,
 			`{"message_type":"notification_event","message_name":"UserJoined","message_id":"` + id + `","payload":{"user_id":987,"room":"<a&b>"}}`},
-		{chanPrefix + ":ecst_event:second",
-			`{"message_type":"ecst_event","message_name":"RoomClosed","message_id":"second","payload":{}}`},
+		{chanPrefix + ":ecst_event:" + id2,
+			`{"message_type":"ecst_event","message_name":"RoomClosed","message_id":"` + id2 + `","payload":{}}`},
 	}
 	for _, w := range want {
 		m, err := ps.ReceiveMessage(ctx)
@@ -78,10 +78,9 @@ func TestDiatorPublish(t *testing.T) {
 		}
 	}
 
-	// Messages Diator cannot represent are refused.
+	// Messages Diator's Message cannot hold are refused.
 	for _, bad := range []*mbdriver.Message{
-		{ID: "x", Body: []byte(`{}`)}, // no ce-type
-		{ID: "x", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`[1]`)},
+		{ID: id, Headers: map[string]string{"ce-type": "T"}, Body: []byte(`[1]`)},
 		{ID: "", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`{}`)},
 		{ID: "a:b", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`{}`)},
 	} {
@@ -117,8 +116,14 @@ func TestDiatorReceive(t *testing.T) {
 	if err := c.Publish(ctx, p+"python_diator_channel:notification_event:x", "not json").Err(); err != nil {
 		t.Fatal(err)
 	}
+	// A message type with ':' (which Diator allows) is cut from the
+	// channel as a whole.
+	odd := `{"message_type":"a:b","message_name":"","message_id":"` + id + `","payload":{}}`
+	if err := c.Publish(ctx, p+"python_diator_channel:a:b:"+id, odd).Err(); err != nil {
+		t.Fatal(err)
+	}
 	var got []*mbdriver.Message
-	for len(got) < 2 {
+	for len(got) < 3 {
 		msgs, err := r.Receive(ctx, 2)
 		if err != nil {
 			t.Fatal(err)
@@ -145,6 +150,9 @@ func TestDiatorReceive(t *testing.T) {
 	if bad := got[1]; bad.Headers[mbredis.HeaderFrameError] == "" || string(bad.Body) != "not json" {
 		t.Errorf("undecodable payload received as %+v", bad)
 	}
+	if m := got[2]; m.Topic != "python_diator_channel" || m.Headers[mbredis.HeaderDiatorMessageType] != "a:b" {
+		t.Errorf("message of type a:b received as %+v", m)
+	}
 }
 
 func TestOptionsValidation(t *testing.T) {
@@ -157,7 +165,7 @@ func TestOptionsValidation(t *testing.T) {
 	if _, err := mbredis.NewStreams(nil, nil); err == nil {
 		t.Error("NewStreams(nil): nil error")
 	}
-	if _, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: 7, DiatorMessageType: "a:b", ChannelSize: -1}); err == nil {
+	if _, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: 7, DiatorMessageType: "\xff", ChannelSize: -1}); err == nil {
 		t.Error("NewPubSub with invalid options: nil error")
 	} else {
 		t.Log(err)
