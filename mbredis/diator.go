@@ -191,3 +191,37 @@ func isUUID(s string) bool {
 	}
 	return true
 }
+
+// diatorEvent returns the message_id and the payload of a Diator message
+// with id whose payload is body, such that the message_id is the
+// payload's event_id, as with the events Diator publishes: the payload's
+// event_id when it has one (which must then be a UUID), or id, which the
+// payload then gets as its first field "event_id". A body that is not a
+// JSON object is returned as it is, for EncodeDiator to refuse.
+func diatorEvent(id string, body []byte) (string, []byte, error) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil || fields == nil {
+		return id, body, nil
+	}
+	if raw, ok := fields["event_id"]; ok {
+		var eventID string
+		if json.Unmarshal(raw, &eventID) != nil || !isUUID(eventID) {
+			return "", nil, fmt.Errorf("mbredis: the payload's event_id %s is not a UUID, which the event_id of Diator's events is (and Diator's message_id with it)", raw)
+		}
+		return eventID, body, nil
+	}
+	if err := checkDiatorID(id); err != nil {
+		return "", nil, err
+	}
+	// id is made of hexadecimal digits and hyphens: no escaping.
+	open := bytes.IndexByte(body, '{') + 1
+	out := make([]byte, 0, len(body)+len(id)+14)
+	out = append(out, body[:open]...)
+	out = append(out, `"event_id":"`...)
+	out = append(out, id...)
+	out = append(out, '"')
+	if len(fields) > 0 {
+		out = append(out, ',')
+	}
+	return id, append(out, body[open:]...), nil
+}

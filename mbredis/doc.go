@@ -121,7 +121,23 @@
 // {"message_type", "message_name", "message_id", "payload"} on channel
 // "<prefix>:<message_type>:<message_id>", where the topic is the prefix
 // ([DiatorChannelPrefix] for a default Diator consumer), and receives such
-// messages with a pattern subscription; see [FormatDiator].
+// messages with a pattern subscription; see [FormatDiator]. Diator (0.1.2)
+// only publishes; on its side, a consumer is code of its own that loads
+// the payload into its event dataclasses.
+//
+// Diator's message_id is always its event's event_id, the first field of
+// the payload. PubSub keeps it so: a payload with an "event_id" (a UUID)
+// is published with it as message_id, and a payload without one gets the
+// message's ID as its "event_id". So a Go event that mirrors a Diator
+// event may carry its own id, or leave it to mb:
+//
+//	type UserJoined struct {
+//		EventID string `json:"event_id,omitempty"` // empty: the message's id
+//		UserID  int    `json:"user_id"`
+//	}
+//
+// A received message's ID is its message_id, so the inbox of an mb
+// consumer sees Diator's event_id.
 //
 // Diator's message_type ([DiatorNotificationEvent] or [DiatorECSTEvent])
 // travels as the CloudEvents extension attribute "diatormessagetype"

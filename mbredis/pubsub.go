@@ -33,8 +33,12 @@ const (
 	// the part of Diator's channel_prefix (by default
 	// [DiatorChannelPrefix]). <type> is the message's
 	// [HeaderDiatorMessageType] header, or PubSubOptions.DiatorMessageType;
-	// <name> is its "ce-type" header (the mb message name); <id> is its ID,
-	// which must be a UUID (mb's ids are); the body must be a JSON object.
+	// <name> is its "ce-type" header (the mb message name); the body must
+	// be a JSON object. <id> is, as in every message Diator publishes, the
+	// payload's "event_id": when the body has that field, it must be a
+	// UUID and it is <id>; when it has not, <id> is the message's ID, which
+	// must be a UUID (mb's ids are), and the payload gets it as its first
+	// field "event_id". PubSubOptions.DiatorRawPayload turns that off.
 	// Other headers and the partition key are not carried. What Diator's
 	// Message cannot hold is refused: see [EncodeDiator].
 	//
@@ -81,6 +85,11 @@ type PubSubOptions struct {
 	// without a [HeaderDiatorMessageType] header (default
 	// [DiatorNotificationEvent]). It must be valid UTF-8.
 	DiatorMessageType string
+
+	// DiatorRawPayload turns off what FormatDiator does by default to keep
+	// message_id equal to the payload's event_id, as Diator does: it then
+	// publishes the message's ID as message_id and the body as it is.
+	DiatorRawPayload bool
 
 	// DiatorSource is the "ce-source" header given to messages received in
 	// FormatDiator, which have no source (default [DefaultDiatorSource]).
@@ -224,11 +233,17 @@ func (p *PubSub) encode(topic string, m *mbdriver.Message) (channel string, payl
 	if typ == "" {
 		typ = p.opts.DiatorMessageType
 	}
-	payload, err = EncodeDiator(typ, header(m.Headers, "ce-type"), m.ID, m.Body)
+	id, body := m.ID, m.Body
+	if !p.opts.DiatorRawPayload {
+		if id, body, err = diatorEvent(id, body); err != nil {
+			return "", nil, err
+		}
+	}
+	payload, err = EncodeDiator(typ, header(m.Headers, "ce-type"), id, body)
 	if err != nil {
 		return "", nil, err
 	}
-	return p.opts.KeyPrefix + topic + ":" + typ + ":" + m.ID, payload, nil
+	return p.opts.KeyPrefix + topic + ":" + typ + ":" + id, payload, nil
 }
 
 // header returns h[name], or the value of a name differing only in case.
