@@ -132,9 +132,14 @@
 // event may carry its own id, or leave it to mb:
 //
 //	type UserJoined struct {
-//		EventID string `json:"event_id,omitempty"` // empty: the message's id
-//		UserID  int    `json:"user_id"`
+//		EventID        string             `json:"event_id,omitempty"` // empty: the message's id
+//		EventTimestamp mbredis.DiatorTime `json:"event_timestamp"`
+//		UserID         int                `json:"user_id"`
 //	}
+//
+// Diator's event_timestamp is a Python datetime without time zone (in
+// UTC), "2024-05-01T12:34:56.123456", which a time.Time does not read:
+// [DiatorTime] reads and writes it.
 //
 // A received message's ID is its message_id, so the inbox of an mb
 // consumer sees Diator's event_id.
