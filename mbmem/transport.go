@@ -588,8 +588,10 @@ type extReceiver struct{ *receiver }
 var _ mbdriver.Extender = extReceiver{}
 
 // ExtendInterval implements [mbdriver.Extender]: a third of the broker's
-// AckTimeout.
-func (r extReceiver) ExtendInterval() time.Duration { return r.t.b.ackTimeout / 3 }
+// AckTimeout (a millisecond at least).
+func (r extReceiver) ExtendInterval() time.Duration {
+	return max(r.t.b.ackTimeout/3, time.Millisecond)
+}
 
 // Extend implements [mbdriver.Extender]: msgs that this receiver holds
 // from their current delivery (not acked, not nacked, not taken by another

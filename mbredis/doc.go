@@ -52,11 +52,11 @@
 // pod name, a host name) to profit from it. Then the receiver takes over,
 // with XAUTOCLAIM, the entries that have been delivered but not
 // acknowledged for StreamsOptions.ClaimMinIdle (their consumer died or is
-// stuck, or they were nacked), and reads new ones with XREADGROUP. Ack is XACK. Nack keeps the entry where it is and makes
-// it claimable after the Nack delay (XCLAIM with IDLE), so it is
-// redelivered to the same group only, with the same ID and a higher
-// delivery count. Closing a receiver makes its unacknowledged entries
-// claimable at once.
+// stuck, or they were nacked), and reads new ones with XREADGROUP. Ack is
+// XACK. Nack keeps the entry where it is and makes it claimable after the
+// Nack delay (XCLAIM with IDLE), so it is redelivered to the same group
+// only, with the same ID and a higher delivery count. Closing a receiver
+// makes its unacknowledged entries claimable at once.
 //
 // # Extending
 //
@@ -79,8 +79,8 @@
 //     inbox is for): ExtendInterval leaves two thirds of ClaimMinIdle for
 //     a late extension.
 //   - Ownership is by consumer name: two live receivers with the same
-//     Subscription.Consumer (which the name must not be) cannot be told
-//     apart.
+//     Subscription.Consumer cannot be told apart (the name must be unique
+//     among the live receivers of a group).
 //   - The client's user must be allowed to run scripts (EVALSHA and EVAL);
 //     without, Extend returns the server's error.
 //   - Nack, which also claims the entry for its own consumer (with an

@@ -1071,8 +1071,11 @@ return #redis.call(unpack(args))
 // unpack takes a few thousand values at most).
 const extendBatch = 1000
 
-// ExtendInterval implements [mbdriver.Extender]: a third of ClaimMinIdle.
-func (r *streamReceiver) ExtendInterval() time.Duration { return r.d.opts.ClaimMinIdle / 3 }
+// ExtendInterval implements [mbdriver.Extender]: a third of ClaimMinIdle
+// (a millisecond at least).
+func (r *streamReceiver) ExtendInterval() time.Duration {
+	return max(r.d.opts.ClaimMinIdle/3, time.Millisecond)
+}
 
 // Extend implements [mbdriver.Extender]: it restarts the idle time of the
 // entries of msgs that this receiver returned, that were not acked or
