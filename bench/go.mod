@@ -8,6 +8,7 @@ require (
 	github.com/asaskevich/EventBus v0.0.0-20200907212545-49d423059eef
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/mb-go/mb v0.0.0-00010101000000-000000000000
+	github.com/mb-go/mb/internal/testenv/redistest v0.0.0-00010101000000-000000000000
 	github.com/mb-go/mb/mbredis v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 	go.uber.org/goleak v1.3.0
@@ -38,3 +39,5 @@ require (
 replace github.com/mb-go/mb => ../
 
 replace github.com/mb-go/mb/mbredis => ../mbredis
+
+replace github.com/mb-go/mb/internal/testenv/redistest => ../internal/testenv/redistest

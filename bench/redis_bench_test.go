@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mb-go/mb/internal/testenv/redistest"
 )
 
 // The Redis benchmarks (constructors in redis_fixtures_test.go) and their
@@ -231,12 +233,8 @@ func TestRedisNoKeysLeft(t *testing.T) {
 	if e == nil {
 		t.Skip("Redis is unreachable")
 	}
-	opts, err := redis.ParseURL(e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// e's client is closed: look with a new one.
-	c := redis.NewClient(opts)
+	c := redis.NewClient(redistest.Options(t))
 	defer func() { _ = c.Close() }()
 	after := &redisEnv{client: c, prefix: e.prefix}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

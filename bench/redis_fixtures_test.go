@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,12 +23,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mb-go/mb"
-	"github.com/mb-go/mb/internal/testenv"
+	"github.com/mb-go/mb/internal/testenv/redistest"
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbredis"
 )
-
-const envRedisURL = testenv.RedisURLVar
 
 // UserCreatedWire is UserCreated as it travels between processes: mb's
 // Registry needs a stable wire name (MessageName), which the in-process
@@ -71,11 +68,9 @@ var redisWireFields = []string{
 	"h:content-type",
 }
 
-// redisEnv is what a Redis benchmark or test needs: a client, a key prefix
-// unique to it (its keys are deleted by tb.Cleanup) and the URL, for
-// clients of its own (Watermill's Publisher closes the client it is given).
+// redisEnv is what a Redis benchmark or test needs: a client and a key
+// prefix unique to it (its keys are deleted by tb.Cleanup).
 type redisEnv struct {
-	url    string
 	client *redis.Client
 	prefix string
 }
@@ -89,52 +84,11 @@ func randHex(n int) string {
 // redisRunPrefix isolates this process's keys.
 var redisRunPrefix = "mbbench:" + randHex(4) + ":"
 
-func redisURL() string { return testenv.RedisURL() }
-
-// newRedisClient returns a client of the test Redis, closed by tb.Cleanup.
-func newRedisClient(tb testing.TB, url string) *redis.Client {
-	tb.Helper()
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		tb.Fatalf("%s=%q: %v", envRedisURL, url, err)
-	}
-	c := redis.NewClient(opts)
-	tb.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-// pingRedis reports whether the Redis at url answers, once per process
-// (without the client's retries, so that skipping is quick).
-var pingRedis = func() func(url string) error {
-	var once sync.Once
-	var err error
-	return func(url string) error {
-		once.Do(func() {
-			var opts *redis.Options
-			if opts, err = redis.ParseURL(url); err != nil {
-				return
-			}
-			opts.MaxRetries = -1
-			c := redis.NewClient(opts)
-			defer func() { _ = c.Close() }()
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			err = c.Ping(ctx).Err()
-		})
-		return err
-	}
-}()
-
 // newRedisEnv connects to the test Redis, or skips tb (fails it when
 // MB_REQUIRE_SERVICES=1) when it is unreachable.
 func newRedisEnv(tb testing.TB) *redisEnv {
 	tb.Helper()
-	u := redisURL()
-	c := newRedisClient(tb, u)
-	if err := pingRedis(u); err != nil {
-		testenv.Unavailable(tb, "Redis at %s is unreachable (%v); set %s to a reachable Redis, e.g. %s", u, err, envRedisURL, testenv.DefaultRedisURL)
-	}
-	e := &redisEnv{url: u, client: c, prefix: redisRunPrefix + randHex(4) + ":"}
+	e := &redisEnv{client: redistest.Client(tb), prefix: redisRunPrefix + randHex(4) + ":"}
 	tb.Cleanup(func() {
 		if err := e.deleteKeys(); err != nil {
 			tb.Errorf("deleting the keys %s*: %v", e.prefix, err)
@@ -284,7 +238,7 @@ func newRedisPublishRawPipeline(_ testing.TB, e *redisEnv, n int) redisPublishFu
 // Watermill's CQRS marshalers do.
 func newRedisPublishWatermill(tb testing.TB, e *redisEnv, n int) redisPublishFunc {
 	// The Publisher closes the client it is given: give it its own.
-	p, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: newRedisClient(tb, e.url)}, watermill.NopLogger{})
+	p, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: redistest.Client(tb)}, watermill.NopLogger{})
 	if err != nil {
 		tb.Fatal(err)
 	}

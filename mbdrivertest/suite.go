@@ -18,10 +18,11 @@
 // CompetingConsumers, TwoGroups, FanOut, StoppedConsumer, Persistence,
 // CloseSemantics, ReceiveContextCancel, PerKeyOrder, DuplicateID, Pattern,
 // StartNew, StartOldest, StartOldestExistingGroup, StartOldestPattern,
-// StartOldestUnsupported, StartInvalid, AsAndIsRetryable, and, running mb's
-// Publisher and Consumer over the driver as an application does,
-// ConsumerRoundTrip, ConsumerRetry, ConsumerDeadLetter, ConsumerPerKeyOrder
-// and ConsumerInbox. Run a single one with -run 'TestX/RoundTrip'.
+// StartOldestUnsupported, StartInvalid, ExtendHolds, ExtendSettled,
+// ExtendAfterClose, AsAndIsRetryable, and, running mb's Publisher and
+// Consumer over the driver as an application does, ConsumerRoundTrip,
+// ConsumerRetry, ConsumerDeadLetter, ConsumerPerKeyOrder and
+// ConsumerInbox. Run a single one with -run 'TestX/RoundTrip'.
 //
 // What the suite assumes of every driver:
 //
@@ -52,7 +53,9 @@
 // is NOT delivered it publishes a marker message afterwards and receives
 // until the marker. Bounds are only bounds on waiting, never timing
 // assertions, except that NackDelay checks that a delayed redelivery does
-// not come much earlier than asked.
+// not come much earlier than asked. ExtendHolds is about time passing: it
+// holds a message for three Harness.HoldTimeout while another receiver of
+// the group receives.
 package mbdrivertest
 
 import (
@@ -89,6 +92,14 @@ type Harness struct {
 	// Raise it for a slow broker; an in-memory one may lower it so that a
 	// broken driver fails sooner. Also only a bound on waiting.
 	ReceiveWait time.Duration
+	// HoldTimeout is, for a driver that declares Extend, how long a
+	// received message stays with its receiver unacknowledged before the
+	// broker gives it to another consumer of the group: the visibility or
+	// claim timeout the drivers Open returns are configured with. The
+	// ExtendHolds subtest holds a message for three times HoldTimeout,
+	// extending it, so keep it short (a fraction of a second). Zero means
+	// three times the receiver's ExtendInterval.
+	HoldTimeout time.Duration
 }
 
 const (

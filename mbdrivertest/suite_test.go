@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,6 +103,10 @@ func TestSuiteCatchesBugs(t *testing.T) {
 		{"replay-ignored", "StartOldestUnsupported"},
 		{"start-new-replays", "StartNew"},
 		{"start-invalid", "StartInvalid"},
+		{"extend-noop", "ExtendHolds"},
+		{"extend-counts", "ExtendHolds"},
+		{"extend-settled-error", "ExtendSettled"},
+		{"extend-closed-nil", "ExtendAfterClose"},
 	} {
 		t.Run(tc.mutation+"/"+tc.subtest, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -124,15 +129,27 @@ func TestBrokenDriver(t *testing.T) {
 	if m == "" {
 		t.Skip(mutationEnv + " not set: run by TestSuiteCatchesBugs")
 	}
-	broker := mbmem.New(nil)
+	var opts mbmem.Options
+	if strings.HasPrefix(m, "extend-") {
+		// Extend needs an ack timeout.
+		opts.AckTimeout = mutantAckTimeout
+	}
+	broker := mbmem.New(&opts)
 	mbdrivertest.Run(t, mbdrivertest.Harness{
 		Open:           func(*testing.T) mbdriver.Driver { return &mutant{Transport: broker.Connect(), m: m} },
 		RedeliveryWait: 300 * time.Millisecond,
 		// In memory, what should arrive does at once: fail broken
 		// variants sooner than the default bound.
 		ReceiveWait: 2 * time.Second,
+		HoldTimeout: mutantAckTimeout,
 	})
 }
+
+const mutantAckTimeout = 200 * time.Millisecond
+
+// extensions counts the extensions of each message id, for the mutation
+// extend-counts, which adds them to the Attempt of later deliveries.
+var extensions sync.Map // id -> *atomic.Int64
 
 // mutant is mbmem with one defect.
 type mutant struct {
@@ -205,7 +222,11 @@ func (d *mutant) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdr
 	if err != nil {
 		return nil, err
 	}
-	return &mutantReceiver{Receiver: r, m: d.m, pattern: sub.Pattern, topic: pattern}, nil
+	mr := &mutantReceiver{Receiver: r, m: d.m, pattern: sub.Pattern, topic: pattern}
+	if e, ok := r.(mbdriver.Extender); ok {
+		return &mutantExtender{mutantReceiver: mr, e: e}, nil
+	}
+	return mr, nil
 }
 
 type mutantReceiver struct {
@@ -214,6 +235,7 @@ type mutantReceiver struct {
 	pattern bool
 	topic   string
 	closed  atomic.Bool
+	acked   sync.Map // ids acked through this receiver
 }
 
 func (r *mutantReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
@@ -238,6 +260,10 @@ func (r *mutantReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 			if r.pattern {
 				m.Topic = r.topic
 			}
+		case "extend-counts":
+			if n, ok := extensions.Load(m.ID); ok {
+				m.Attempt += int(n.(*atomic.Int64).Load())
+			}
 		}
 	}
 	if r.m == "reorder" {
@@ -249,6 +275,9 @@ func (r *mutantReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 func (r *mutantReceiver) Ack(ctx context.Context, msgs []*mbdriver.Message) error {
 	if r.m == "ack-noop" {
 		return nil
+	}
+	for _, m := range msgs {
+		r.acked.Store(m.ID, true)
 	}
 	return r.Receiver.Ack(ctx, msgs)
 }
@@ -269,4 +298,36 @@ func (r *mutantReceiver) Close() error {
 		return nil // unacked messages stay in flight forever
 	}
 	return r.Receiver.Close()
+}
+
+// mutantExtender is a mutantReceiver that implements mbdriver.Extender,
+// for a driver that declares Extend.
+type mutantExtender struct {
+	*mutantReceiver
+	e mbdriver.Extender
+}
+
+func (r *mutantExtender) ExtendInterval() time.Duration { return r.e.ExtendInterval() }
+
+func (r *mutantExtender) Extend(ctx context.Context, msgs []*mbdriver.Message) error {
+	switch r.m {
+	case "extend-noop":
+		return nil
+	case "extend-closed-nil":
+		if r.closed.Load() {
+			return nil
+		}
+	case "extend-settled-error":
+		for _, m := range msgs {
+			if _, ok := r.acked.Load(m.ID); ok {
+				return fmt.Errorf("message %q was acked", m.ID)
+			}
+		}
+	case "extend-counts":
+		for _, m := range msgs {
+			n, _ := extensions.LoadOrStore(m.ID, new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
+		}
+	}
+	return r.e.Extend(ctx, msgs)
 }

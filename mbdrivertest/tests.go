@@ -17,6 +17,7 @@ func (s *suite) tests() []testCase {
 	persistent := func(c mbdriver.Capabilities) bool { return c.Persistent }
 	groups := func(c mbdriver.Capabilities) bool { return c.ConsumerGroups }
 	replay := func(c mbdriver.Capabilities) bool { return c.Replay }
+	extend := func(c mbdriver.Capabilities) bool { return c.Extend }
 	return []testCase{
 		{"RoundTrip", always, s.testRoundTrip},
 		{"Headers", always, s.testHeaders},
@@ -58,6 +59,11 @@ func (s *suite) tests() []testCase {
 			return ""
 		}, s.testStartOldestUnsupported},
 		{"StartInvalid", always, s.testStartInvalid},
+		{"ExtendHolds", need("Extend (with ConsumerGroups)", func(c mbdriver.Capabilities) bool {
+			return c.Extend && c.ConsumerGroups
+		}), s.testExtendHolds},
+		{"ExtendSettled", need("Extend", extend), s.testExtendSettled},
+		{"ExtendAfterClose", need("Extend", extend), s.testExtendAfterClose},
 		{"AsAndIsRetryable", always, s.testAsAndIsRetryable},
 	}
 }
@@ -205,11 +211,19 @@ func (s *suite) testNackRedelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	s.onlyMarker(t, c, r, b, "after it was acked")
+}
+
+// onlyMarker publishes a marker message to topic and receives from r,
+// acking, until the marker comes; it fails the test for every other
+// message received meanwhile, which came why (e.g. "after it was acked").
+func (s *suite) onlyMarker(t *testing.T, c *conn, r *rcv, topic, why string) {
+	t.Helper()
 	marker := newMsg("marker")
-	s.publish(t, c, b, marker)
+	s.publish(t, c, topic, marker)
 	for _, got := range s.receiveUntil(t, r, true, marker.ID) {
 		if got.ID != marker.ID {
-			t.Errorf("message %q (%s, Attempt %d) received after it was acked", got.ID, got.Body, got.Attempt)
+			t.Errorf("message %q (%s, Attempt %d) received %s", got.ID, got.Body, got.Attempt, why)
 		}
 	}
 }

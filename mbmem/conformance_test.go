@@ -19,10 +19,15 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// With an ack timeout nothing changes for messages acked in time.
+// With an ack timeout nothing changes for messages acked in time, and
+// receivers keep the messages they extend (Capabilities.Extend). The
+// timeout is short, for the Extend subtests, which hold a message for
+// three of them.
 func TestConformanceAckTimeout(t *testing.T) {
-	broker := mbmem.New(&mbmem.Options{AckTimeout: time.Minute})
+	const timeout = 300 * time.Millisecond
+	broker := mbmem.New(&mbmem.Options{AckTimeout: timeout})
 	mbdrivertest.Run(t, mbdrivertest.Harness{
-		Open: func(*testing.T) mbdriver.Driver { return broker.Connect() },
+		Open:        func(*testing.T) mbdriver.Driver { return broker.Connect() },
+		HoldTimeout: timeout,
 	})
 }

@@ -6,8 +6,9 @@
 //
 // [New] returns a [*Transport], an [mbdriver.Driver] that declares
 // Persistent, ConsumerGroups, Redelivery, OrderingPerKey, DelayedDelivery,
-// Patterns and Replay (not DeadLetter, not AtMostOnce) and passes the
-// conformance suite in package mbdrivertest.
+// Patterns and Replay, and Extend when it has an [Options.AckTimeout] (not
+// DeadLetter, not AtMostOnce) and passes the conformance suite in package
+// mbdrivertest.
 //
 //   - Topics and groups. A group is named by its subscription (topic or
 //     pattern) and its Group name, and is created by the first Subscribe.
@@ -35,6 +36,11 @@
 //     [Options.AckTimeout] a message not acked in time is made available
 //     again (a visibility timeout). Message.Attempt counts deliveries to
 //     the group, from 1.
+//   - Extension. With an [Options.AckTimeout], receivers implement
+//     [mbdriver.Extender]: Extend gives the messages a receiver holds from
+//     their current delivery a full AckTimeout again (ExtendInterval is a
+//     third of it), without counting a delivery; messages acked, nacked or
+//     taken by another receiver meanwhile are skipped.
 //   - Patterns. With Subscription.Pattern, Topic is a pattern of
 //     dot-separated segments: "*" matches exactly one segment and ">", only
 //     as the last segment, matches one or more segments (the NATS syntax):

@@ -22,9 +22,11 @@ type Options struct {
 	// AckTimeout, when positive, is a visibility timeout: a message
 	// received and neither acked nor nacked within AckTimeout is made
 	// available to its group again (and a later Ack of it still removes
-	// it). Zero, the default, means no timeout: a message stays in flight
-	// until it is acked or nacked or its receiver is closed. Negative
-	// values are invalid.
+	// it), unless its receiver extends it: the Transport then declares
+	// Capabilities.Extend, and its receivers implement
+	// [mbdriver.Extender]. Zero, the default, means no timeout: a message
+	// stays in flight until it is acked or nacked or its receiver is
+	// closed. Negative values are invalid.
 	AckTimeout time.Duration
 
 	// Retain is how many of the latest messages of each topic the broker
@@ -96,7 +98,8 @@ func New(opts *Options) *Transport {
 func (t *Transport) Connect() *Transport { return t.b.connect() }
 
 // Capabilities reports Persistent, ConsumerGroups, Redelivery,
-// OrderingPerKey, DelayedDelivery, Patterns and Replay.
+// OrderingPerKey, DelayedDelivery, Patterns and Replay, and Extend when
+// the broker has an [Options.AckTimeout].
 func (t *Transport) Capabilities() mbdriver.Capabilities {
 	return mbdriver.Capabilities{
 		Persistent:      true,
@@ -106,6 +109,7 @@ func (t *Transport) Capabilities() mbdriver.Capabilities {
 		DelayedDelivery: true,
 		Patterns:        true,
 		Replay:          true,
+		Extend:          t.b.ackTimeout > 0,
 	}
 }
 
@@ -177,8 +181,9 @@ func (t *Transport) Publish(ctx context.Context, topic string, msgs []*mbdriver.
 // in publish order) followed by the new ones. An existing group ignores
 // sub.Start. sub.Topic and sub.Group are required; sub.Consumer is
 // ignored. A pattern (sub.Pattern) must be valid: non-empty segments, "*"
-// and ">" only as whole segments, ">" only last. It returns
-// [mbdriver.ErrClosed] after Close and ctx's error if ctx is done.
+// and ">" only as whole segments, ">" only last. With an
+// [Options.AckTimeout] the receiver implements [mbdriver.Extender]. It
+// returns [mbdriver.ErrClosed] after Close and ctx's error if ctx is done.
 func (t *Transport) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
 	var errs []error
 	if sub.Topic == "" {
@@ -227,6 +232,9 @@ func (t *Transport) Subscribe(ctx context.Context, sub mbdriver.Subscription) (m
 	}
 	r := &receiver{t: t, g: g, done: make(chan struct{})}
 	t.receivers[r] = struct{}{}
+	if b.ackTimeout > 0 {
+		return extReceiver{r}, nil
+	}
 	return r, nil
 }
 
@@ -571,6 +579,33 @@ func (r *receiver) settle(msgs []*mbdriver.Message, f func(*group, *ackID, time.
 		r.g.broadcast()
 	}
 	return nil
+}
+
+// extReceiver is the receiver of a broker with an ack timeout, which it
+// can extend.
+type extReceiver struct{ *receiver }
+
+var _ mbdriver.Extender = extReceiver{}
+
+// ExtendInterval implements [mbdriver.Extender]: a third of the broker's
+// AckTimeout (a millisecond at least).
+func (r extReceiver) ExtendInterval() time.Duration {
+	return max(r.t.b.ackTimeout/3, time.Millisecond)
+}
+
+// Extend implements [mbdriver.Extender]: msgs that this receiver holds
+// from their current delivery (not acked, not nacked, not taken by another
+// receiver after their ack timeout) get a full AckTimeout again from now;
+// their Attempt does not change. Others are skipped. It returns an error
+// (extending nothing) for a message not received from this receiver's
+// group, and [mbdriver.ErrClosed] after Close.
+func (r extReceiver) Extend(ctx context.Context, msgs []*mbdriver.Message) error {
+	timeout := r.t.b.ackTimeout
+	return r.settle(msgs, func(g *group, a *ackID, now time.Time) {
+		if e := a.e; !e.acked && e.owner == r.receiver && e.token == a.token {
+			e.deadline = now.Add(timeout)
+		}
+	})
 }
 
 // Close implements [mbdriver.Receiver]: the receiver's unacked messages are

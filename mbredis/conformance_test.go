@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mb-go/mb/internal/testenv/redistest"
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbdrivertest"
 	"github.com/mb-go/mb/mbredis"
@@ -37,6 +38,7 @@ func TestStreamsConformance(t *testing.T) {
 		},
 		Prefix:         "mbtest-",
 		RedeliveryWait: 5 * time.Second,
+		HoldTimeout:    testClaimMinIdle,
 	})
 }
 
@@ -126,7 +128,7 @@ func TestPubSubPatternEscapesKeyPrefix(t *testing.T) {
 	c := newClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	base := runPrefix + randHex(4)
+	base := runPrefix + redistest.RandHex(4)
 	odd, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{KeyPrefix: base + "[x]*?\\:"})
 	if err != nil {
 		t.Fatal(err)

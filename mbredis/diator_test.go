@@ -2,85 +2,105 @@ package mbredis_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/mb-go/mb"
+	"github.com/mb-go/mb/internal/testenv/redistest"
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbredis"
 )
 
 // TestDiatorPublish publishes in FormatDiator and checks, with a plain
-// go-redis subscriber doing what Diator's consumer does (PSUBSCRIBE
-// "<prefix>:*"), the channel name and the exact JSON.
+// go-redis subscriber doing what a Diator consumer does (PSUBSCRIBE
+// "<prefix>:*"), the channel name and the exact JSON: Diator's message_id
+// is the payload's event_id, which the payload gets when it has none.
 func TestDiatorPublish(t *testing.T) {
 	c := newClient(t)
 	p := prefix(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-
 	chanPrefix := p + mbredis.DiatorChannelPrefix
-	ps := c.PSubscribe(ctx, globEscape(chanPrefix)+":*")
+	ps := c.PSubscribe(ctx, redistest.GlobEscape(chanPrefix)+":*")
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {
 		t.Fatal(err)
 	}
 
-	d, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: mbredis.FormatDiator})
-	if err != nil {
-		t.Fatal(err)
+	const id, id2 = "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b", "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6c"
+	msg := func(id, body string) *mbdriver.Message {
+		return &mbdriver.Message{ID: id, Headers: map[string]string{"ce-type": "UserJoined", "ce-id": id, "ce-source": "/meetings"}, Body: []byte(body)}
 	}
-	defer d.Close()
-	const id = "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b"
-	msgs := []*mbdriver.Message{
+	diator := func(typ, id, payload string) string {
+		return `{"message_type":"` + typ + `","message_name":"UserJoined","message_id":"` + id + `","payload":` + payload + `}`
+	}
+	const event = `{"event_id":"` + uuid1 + `","event_timestamp":"2024-05-01T12:34:56.123456","user_id":987}`
+	for _, tc := range []struct {
+		name             string
+		raw              bool // PubSubOptions.DiatorRawPayload
+		msg              *mbdriver.Message
+		channel, payload string // "" payload: Publish must fail
+	}{
+		{"NoEventID", false, msg(id, `{ "user_id": 987, "room": "<a&b>" }`),
+			":notification_event:" + id, diator("notification_event", id, `{"event_id":"`+id+`","user_id":987,"room":"<a&b>"}`)},
+		{"EventIDIsMessageID", false, msg(id, event),
+			":notification_event:" + uuid1, diator("notification_event", uuid1, event)},
+		{"EmptyPayload", false, msg(id, ` { } `),
+			":notification_event:" + id, diator("notification_event", id, `{"event_id":"`+id+`"}`)},
+		{"RawPayload", true, msg(id, event),
+			":notification_event:" + id, diator("notification_event", id, event)},
+		{"RawPayloadNoEventID", true, msg(id, `{"a":1}`),
+			":notification_event:" + id, diator("notification_event", id, `{"a":1}`)},
 		{
-			ID:      id,
-			Headers: map[string]string{"ce-type": "UserJoined", "ce-id": id, "ce-source": "/meetings"},
-			Body:    []byte(`{ "user_id": 987, "room": "<a&b>" }`),
+			// The message type comes from the envelope's extension
+			// "diatormessagetype", which an mb message sets with an
+			// Extensions method.
+			"TypeFromExtension", false, &mbdriver.Message{ID: id2, Body: []byte(`{}`), Headers: (&mb.Envelope{
+				ID: id2, Source: "/rooms", SpecVersion: "1.0", Type: "UserJoined",
+				Extensions: map[string]string{"diatormessagetype": "ecst_event"},
+			}).ToHeaders()},
+			":ecst_event:" + id2, diator("ecst_event", id2, `{"event_id":"`+id2+`"}`),
 		},
-		{
-			ID:      "second",
-			Headers: map[string]string{"ce-type": "RoomClosed", mbredis.HeaderDiatorMessageType: mbredis.DiatorECSTEvent},
-			Body:    []byte(`{}`),
-		},
-	}
-	if err := d.Publish(ctx, chanPrefix, msgs); err != nil {
-		t.Fatal(err)
-	}
-	want := []struct{ channel, payload string }{
-		{chanPrefix + ":notification_event:" + id,
-			`{"message_type":"notification_event","message_name":"UserJoined","message_id":"` + id + `","payload":{"user_id":987,"room":"<a&b>"}}`},
-		{chanPrefix + ":ecst_event:second",
-			`{"message_type":"ecst_event","message_name":"RoomClosed","message_id":"second","payload":{}}`},
-	}
-	for _, w := range want {
-		m, err := ps.ReceiveMessage(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m.Channel != w.channel {
-			t.Errorf("channel = %q, want %q", m.Channel, w.channel)
-		}
-		if m.Payload != w.payload {
-			t.Errorf("payload = %s\nwant      %s", m.Payload, w.payload)
-		}
-		var v map[string]any
-		if err := json.Unmarshal([]byte(m.Payload), &v); err != nil {
-			t.Errorf("payload is not JSON: %v", err)
-		}
-	}
-
-	// Messages Diator cannot represent are refused.
-	for _, bad := range []*mbdriver.Message{
-		{ID: "x", Body: []byte(`{}`)}, // no ce-type
-		{ID: "x", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`[1]`)},
-		{ID: "", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`{}`)},
-		{ID: "a:b", Headers: map[string]string{"ce-type": "T"}, Body: []byte(`{}`)},
+		// What Diator's Message or events cannot hold is refused.
+		{"EventIDNotUUID", false, msg(id, `{"event_id":"x"}`), "", ""},
+		{"EventIDNumber", false, msg(id, `{"event_id":42}`), "", ""},
+		{"EventIDNull", false, msg(id, `{"event_id":null}`), "", ""},
+		{"ArrayPayload", false, msg(id, `[1]`), "", ""},
+		{"EmptyID", false, msg("", `{}`), "", ""},
+		{"IDNotUUID", false, msg("a:b", `{}`), "", ""},
+		{"RawPayloadIDNotUUID", true, msg("a:b", event), "", ""},
 	} {
-		if err := d.Publish(ctx, chanPrefix, []*mbdriver.Message{bad}); err == nil {
-			t.Errorf("Publish(%+v) = nil, want an error", bad)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: mbredis.FormatDiator, DiatorRawPayload: tc.raw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			err = d.Publish(ctx, chanPrefix, []*mbdriver.Message{tc.msg})
+			if tc.payload == "" {
+				if err == nil {
+					t.Fatalf("Publish(%s) = nil, want an error", tc.msg.Body)
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := ps.ReceiveMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Channel != chanPrefix+tc.channel {
+				t.Errorf("channel = %q, want %q", m.Channel, chanPrefix+tc.channel)
+			}
+			if m.Payload != tc.payload {
+				t.Errorf("payload = %s\nwant      %s", m.Payload, tc.payload)
+			}
+			if _, err := mbredis.DecodeDiator([]byte(m.Payload), "/src"); err != nil {
+				t.Errorf("payload is not Diator's: %v", err)
+			}
+		})
 	}
 }
 
@@ -110,8 +130,14 @@ func TestDiatorReceive(t *testing.T) {
 	if err := c.Publish(ctx, p+"python_diator_channel:notification_event:x", "not json").Err(); err != nil {
 		t.Fatal(err)
 	}
+	// A message type with ':' (which Diator allows) is cut from the
+	// channel as a whole.
+	odd := `{"message_type":"a:b","message_name":"","message_id":"` + id + `","payload":{}}`
+	if err := c.Publish(ctx, p+"python_diator_channel:a:b:"+id, odd).Err(); err != nil {
+		t.Fatal(err)
+	}
 	var got []*mbdriver.Message
-	for len(got) < 2 {
+	for len(got) < 3 {
 		msgs, err := r.Receive(ctx, 2)
 		if err != nil {
 			t.Fatal(err)
@@ -130,8 +156,16 @@ func TestDiatorReceive(t *testing.T) {
 	if env.Type != "UserJoinedNotificationEvent" || env.ID != id || env.Source != mbredis.DefaultDiatorSource {
 		t.Errorf("envelope %+v", env)
 	}
+	// The message type reaches the consumer as the extension
+	// "diatormessagetype" (header "ce-diatormessagetype").
+	if got := env.Extensions["diatormessagetype"]; got != "notification_event" {
+		t.Errorf("envelope extensions %v, want diatormessagetype=notification_event", env.Extensions)
+	}
 	if bad := got[1]; bad.Headers[mbredis.HeaderFrameError] == "" || string(bad.Body) != "not json" {
 		t.Errorf("undecodable payload received as %+v", bad)
+	}
+	if m := got[2]; m.Topic != "python_diator_channel" || m.Headers[mbredis.HeaderDiatorMessageType] != "a:b" {
+		t.Errorf("message of type a:b received as %+v", m)
 	}
 }
 
@@ -145,7 +179,7 @@ func TestOptionsValidation(t *testing.T) {
 	if _, err := mbredis.NewStreams(nil, nil); err == nil {
 		t.Error("NewStreams(nil): nil error")
 	}
-	if _, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: 7, DiatorMessageType: "a:b", ChannelSize: -1}); err == nil {
+	if _, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: 7, DiatorMessageType: "\xff", ChannelSize: -1}); err == nil {
 		t.Error("NewPubSub with invalid options: nil error")
 	} else {
 		t.Log(err)

@@ -1,9 +1,6 @@
 package mbredis_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -15,21 +12,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mb-go/mb/internal/testenv"
+	"github.com/mb-go/mb/internal/testenv/redistest"
 	"github.com/mb-go/mb/mbredis"
 )
 
-const envRedisURL = testenv.RedisURLVar
-
 // runPrefix isolates this test run's keys and channels.
-var runPrefix = "mbtest:" + randHex(4) + ":"
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func redisURL() string { return testenv.RedisURL() }
+var runPrefix = "mbtest:" + redistest.RandHex(4) + ":"
 
 // unavailable skips the test, or fails it when MB_REQUIRE_SERVICES=1.
 var unavailable = testenv.Unavailable
@@ -38,59 +26,14 @@ var unavailable = testenv.Unavailable
 // test, or skips the test when Redis is unreachable.
 func newClient(t testing.TB) *redis.Client {
 	t.Helper()
-	u := redisURL()
-	opts, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatalf("%s=%q: %v", envRedisURL, u, err)
-	}
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { _ = c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		unavailable(t, "Redis at %s is unreachable (%v); set %s to a reachable Redis, e.g. redis://127.0.0.1:6379/0", u, err, envRedisURL)
-	}
-	return c
+	return redistest.Client(t)
 }
 
 // prefix returns a key prefix unique to t, whose keys are deleted at the
 // end of the test.
 func prefix(t testing.TB, c *redis.Client) string {
 	t.Helper()
-	p := runPrefix + randHex(4) + ":"
-	t.Cleanup(func() { deleteKeys(t, c, p) })
-	return p
-}
-
-func deleteKeys(t testing.TB, c *redis.Client, p string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	iter := c.Scan(ctx, 0, globEscape(p)+"*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Logf("cleanup: SCAN %s*: %v", p, err)
-		return
-	}
-	if len(keys) > 0 {
-		if err := c.Del(ctx, keys...).Err(); err != nil {
-			t.Logf("cleanup: DEL: %v", err)
-		}
-	}
-}
-
-func globEscape(s string) string {
-	out := make([]byte, 0, len(s))
-	for _, c := range []byte(s) {
-		switch c {
-		case '*', '?', '[', ']', '\\':
-			out = append(out, '\\')
-		}
-		out = append(out, c)
-	}
-	return string(out)
+	return redistest.Prefix(t, c, runPrefix)
 }
 
 // newClientNoPing returns a client that is never used to connect.
@@ -131,7 +74,7 @@ func startHelper(t *testing.T, mode, prefix, topic, group string, n int) (*exec.
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(),
 		helperEnv+"="+mode, helperPrefix+"="+prefix, helperTopic+"="+topic,
-		helperGroup+"="+group, helperN+"="+strconv.Itoa(n), envRedisURL+"="+redisURL())
+		helperGroup+"="+group, helperN+"="+strconv.Itoa(n), testenv.RedisURLVar+"="+redistest.URL())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -158,7 +101,7 @@ func runHelper(mode string) int {
 		return 2
 	}
 	n, _ := strconv.Atoi(os.Getenv(helperN))
-	opts, err := redis.ParseURL(redisURL())
+	opts, err := redis.ParseURL(redistest.URL())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -1,9 +1,7 @@
 package mbredis
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -11,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/redis/go-redis/v9"
@@ -25,8 +24,8 @@ const (
 	// and body unchanged.
 	FormatFrame Format = iota
 
-	// FormatDiator publishes in the wire format of the Python libraries
-	// Diator and python-cqrs (their RedisMessageBroker): the JSON object
+	// FormatDiator publishes in the wire format of the Python library
+	// Diator (its RedisMessageBroker): the JSON object
 	//
 	//	{"message_type":"<type>","message_name":"<name>","message_id":"<id>","payload":<body>}
 	//
@@ -34,9 +33,14 @@ const (
 	// the part of Diator's channel_prefix (by default
 	// [DiatorChannelPrefix]). <type> is the message's
 	// [HeaderDiatorMessageType] header, or PubSubOptions.DiatorMessageType;
-	// <name> is its "ce-type" header (the mb message name); <id> is its ID;
-	// the body must be a JSON object. Other headers and the partition key
-	// are not carried.
+	// <name> is its "ce-type" header (the mb message name); the body must
+	// be a JSON object. <id> is, as in every message Diator publishes, the
+	// payload's "event_id": when the body has that field, it must be a
+	// UUID and it is <id>; when it has not, <id> is the message's ID, which
+	// must be a UUID (mb's ids are), and the payload gets it as its first
+	// field "event_id". PubSubOptions.DiatorRawPayload turns that off.
+	// Other headers and the partition key are not carried. What Diator's
+	// Message cannot hold is refused: see [EncodeDiator].
 	//
 	// Subscribing to topic listens to pattern KeyPrefix+topic+":*" (a
 	// Diator consumer's PSUBSCRIBE). A received object becomes a Message
@@ -44,7 +48,8 @@ const (
 	// (message_name), "ce-specversion" ("1.0"), "ce-source"
 	// (PubSubOptions.DiatorSource), "content-type" ("application/json") and
 	// [HeaderDiatorMessageType] (message_type), so that mb decodes it as
-	// any other envelope.
+	// any other envelope (see [DecodeDiator]). A payload that is not what
+	// Diator publishes is received raw, with [HeaderFrameError].
 	FormatDiator
 )
 
@@ -60,31 +65,11 @@ func (f Format) String() string {
 	return fmt.Sprintf("Format(%d)", int(f))
 }
 
-const (
-	// DiatorChannelPrefix is the default channel prefix of Diator's
-	// RedisMessageBroker: the topic to publish to for a Diator consumer
-	// with default settings.
-	DiatorChannelPrefix = "python_diator_channel"
-
-	// DiatorNotificationEvent and DiatorECSTEvent are the message types of
-	// Diator's NotificationEvent and ECSTEvent.
-	DiatorNotificationEvent = "notification_event"
-	DiatorECSTEvent         = "ecst_event"
-
-	// HeaderDiatorMessageType is the header that holds a message's Diator
-	// message_type, in both directions, with [FormatDiator].
-	HeaderDiatorMessageType = "diator-message-type"
-
-	// HeaderFrameError is set on a received message whose channel payload
-	// could not be decoded (a frame of another format, a foreign
-	// publisher): its Body is the raw payload, its ID empty, and this
-	// header says what was wrong, so that the consumer runtime treats it as
-	// an undecodable message.
-	HeaderFrameError = "mbredis-frame-error"
-
-	// DefaultDiatorSource is the default of PubSubOptions.DiatorSource.
-	DefaultDiatorSource = "/diator"
-)
+// HeaderFrameError is set on a received message whose channel payload
+// could not be decoded (a frame of another format, a foreign publisher):
+// its Body is the raw payload, its ID empty, and this header says what was
+// wrong, so that the consumer runtime treats it as an undecodable message.
+const HeaderFrameError = "mbredis-frame-error"
 
 // PubSubOptions configures [NewPubSub]. The zero value (or nil) means the
 // defaults.
@@ -98,8 +83,13 @@ type PubSubOptions struct {
 
 	// DiatorMessageType is the Diator message_type of published messages
 	// without a [HeaderDiatorMessageType] header (default
-	// [DiatorNotificationEvent]). It must not contain ':'.
+	// [DiatorNotificationEvent]). It must be valid UTF-8.
 	DiatorMessageType string
+
+	// DiatorRawPayload turns off what FormatDiator does by default to keep
+	// message_id equal to the payload's event_id, as Diator does: it then
+	// publishes the message's ID as message_id and the body as it is.
+	DiatorRawPayload bool
 
 	// DiatorSource is the "ce-source" header given to messages received in
 	// FormatDiator, which have no source (default [DefaultDiatorSource]).
@@ -120,8 +110,8 @@ func (o *PubSubOptions) withDefaults() (PubSubOptions, error) {
 	if r.Format != FormatFrame && r.Format != FormatDiator {
 		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.Format is %v; use FormatFrame or FormatDiator", r.Format))
 	}
-	if strings.Contains(r.DiatorMessageType, ":") {
-		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.DiatorMessageType %q contains ':', which separates the parts of a Diator channel name; remove it", r.DiatorMessageType))
+	if !utf8.ValidString(r.DiatorMessageType) {
+		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.DiatorMessageType %q is not valid UTF-8, which Diator's message_type must be", r.DiatorMessageType))
 	}
 	if r.ChannelSize < 0 {
 		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.ChannelSize is %d; use a positive size, or 0 for the default", r.ChannelSize))
@@ -155,6 +145,7 @@ func (o *PubSubOptions) withDefaults() (PubSubOptions, error) {
 type PubSub struct {
 	client redis.UniversalClient
 	opts   PubSubOptions
+	stops  bool // client stops at context deadlines itself
 
 	mu        sync.Mutex
 	closed    bool
@@ -164,7 +155,9 @@ type PubSub struct {
 var _ mbdriver.Driver = (*PubSub)(nil)
 
 // NewPubSub returns a PubSub driver over client with opts (nil means the
-// defaults). It returns an error naming every invalid option.
+// defaults). It returns an error naming every invalid option. It reads
+// once whether client has ContextTimeoutEnabled: see Deadlines in the
+// package documentation.
 func NewPubSub(client redis.UniversalClient, opts *PubSubOptions) (*PubSub, error) {
 	o, err := opts.withDefaults()
 	if client == nil {
@@ -173,7 +166,7 @@ func NewPubSub(client redis.UniversalClient, opts *PubSubOptions) (*PubSub, erro
 	if err != nil {
 		return nil, err
 	}
-	return &PubSub{client: client, opts: o, receivers: make(map[*pubsubReceiver]struct{})}, nil
+	return &PubSub{client: client, opts: o, stops: stopsAtDeadline(client), receivers: make(map[*pubsubReceiver]struct{})}, nil
 }
 
 // Capabilities returns AtMostOnce and Patterns.
@@ -219,15 +212,17 @@ func (p *PubSub) Publish(ctx context.Context, topic string, msgs []*mbdriver.Mes
 	case 0:
 		return nil
 	case 1:
-		return p.client.Publish(ctx, channels[0], payloads[0]).Err()
+		return withinErr(ctx, p.stops, func() error { return p.client.Publish(ctx, channels[0], payloads[0]).Err() })
 	}
-	_, err := p.client.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		for i := range msgs {
-			pl.Publish(ctx, channels[i], payloads[i])
-		}
-		return nil
+	return withinErr(ctx, p.stops, func() error {
+		_, err := p.client.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			for i := range msgs {
+				pl.Publish(ctx, channels[i], payloads[i])
+			}
+			return nil
+		})
+		return err
 	})
-	return err
 }
 
 func (p *PubSub) encode(topic string, m *mbdriver.Message) (channel string, payload []byte, err error) {
@@ -238,11 +233,17 @@ func (p *PubSub) encode(topic string, m *mbdriver.Message) (channel string, payl
 	if typ == "" {
 		typ = p.opts.DiatorMessageType
 	}
-	payload, err = EncodeDiator(typ, header(m.Headers, "ce-type"), m.ID, m.Body)
+	id, body := m.ID, m.Body
+	if !p.opts.DiatorRawPayload {
+		if id, body, err = diatorEvent(id, body); err != nil {
+			return "", nil, err
+		}
+	}
+	payload, err = EncodeDiator(typ, header(m.Headers, "ce-type"), id, body)
 	if err != nil {
 		return "", nil, err
 	}
-	return p.opts.KeyPrefix + topic + ":" + typ + ":" + m.ID, payload, nil
+	return p.opts.KeyPrefix + topic + ":" + typ + ":" + id, payload, nil
 }
 
 // header returns h[name], or the value of a name differing only in case.
@@ -256,46 +257,6 @@ func header(h map[string]string, name string) string {
 		}
 	}
 	return ""
-}
-
-// diatorMessage is the JSON object of Diator's Message dataclass, fields in
-// its order.
-type diatorMessage struct {
-	MessageType string          `json:"message_type"`
-	MessageName string          `json:"message_name"`
-	MessageID   string          `json:"message_id"`
-	Payload     json.RawMessage `json:"payload"`
-}
-
-// EncodeDiator returns the JSON that Diator's RedisMessageBroker publishes
-// for a message of messageType (such as [DiatorNotificationEvent]) named
-// messageName, with id messageID and JSON object payload, compact as
-// Python's orjson writes it. It returns an error when a string is empty,
-// messageType or messageID contains ':', or payload is not a JSON object.
-func EncodeDiator(messageType, messageName, messageID string, payload []byte) ([]byte, error) {
-	var errs []error
-	if messageType == "" || strings.Contains(messageType, ":") {
-		errs = append(errs, fmt.Errorf("diator message_type %q must be non-empty and without ':'", messageType))
-	}
-	if messageName == "" {
-		errs = append(errs, errors.New("diator message_name is empty; set the \"ce-type\" header to the message name"))
-	}
-	if messageID == "" || strings.Contains(messageID, ":") {
-		errs = append(errs, fmt.Errorf("diator message_id %q must be non-empty and without ':'", messageID))
-	}
-	if t := bytes.TrimLeft(payload, " \t\r\n"); len(t) == 0 || t[0] != '{' || !json.Valid(payload) {
-		errs = append(errs, errors.New("diator payload must be a JSON object"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(diatorMessage{messageType, messageName, messageID, payload}); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Subscribe subscribes to sub.Topic (SUBSCRIBE), or to the pattern
@@ -445,13 +406,8 @@ func (r *pubsubReceiver) message(pm *redis.Message) *mbdriver.Message {
 		err error
 	)
 	if r.d.opts.Format == FormatDiator {
-		// Strip ":<message_type>:<message_id>".
-		for range 2 {
-			if i := strings.LastIndexByte(topic, ':'); i >= 0 {
-				topic = topic[:i]
-			}
-		}
 		m, err = DecodeDiator([]byte(pm.Payload), r.d.opts.DiatorSource)
+		topic = diatorTopic(topic, m)
 	} else {
 		m, err = DecodeFrame([]byte(pm.Payload))
 	}
@@ -460,29 +416,6 @@ func (r *pubsubReceiver) message(pm *redis.Message) *mbdriver.Message {
 	}
 	m.Topic = topic
 	return m
-}
-
-// DecodeDiator parses the JSON that Diator publishes (see [FormatDiator])
-// into a Message with ID message_id, Body payload and the CloudEvents
-// headers listed there, "ce-source" being source. It returns an error for
-// anything else and never panics.
-func DecodeDiator(b []byte, source string) (*mbdriver.Message, error) {
-	var dm diatorMessage
-	if err := json.Unmarshal(b, &dm); err != nil {
-		return nil, fmt.Errorf("mbredis: not a Diator message: %w", err)
-	}
-	if dm.MessageID == "" || dm.MessageName == "" || len(dm.Payload) == 0 {
-		return nil, errors.New("mbredis: not a Diator message: message_id, message_name or payload missing")
-	}
-	h := map[string]string{
-		"ce-id":                 dm.MessageID,
-		"ce-type":               dm.MessageName,
-		"ce-specversion":        "1.0",
-		"ce-source":             source,
-		"content-type":          "application/json",
-		HeaderDiatorMessageType: dm.MessageType,
-	}
-	return &mbdriver.Message{ID: dm.MessageID, Headers: h, Body: dm.Payload}, nil
 }
 
 // Ack does nothing: Pub/Sub has no acknowledgements.
@@ -504,4 +437,21 @@ func (r *pubsubReceiver) Close() error {
 		r.d.mu.Unlock()
 	})
 	return r.closeErr
+}
+
+// diatorTopic returns the topic of channel "<topic>:<message_type>:<id>"
+// (after the key prefix), which carried m, or nil when the payload did not
+// decode. A message type may hold ':'.
+func diatorTopic(channel string, m *mbdriver.Message) string {
+	if m != nil {
+		if t, ok := strings.CutSuffix(channel, ":"+m.Headers[HeaderDiatorMessageType]+":"+m.ID); ok {
+			return t
+		}
+	}
+	for range 2 {
+		if i := strings.LastIndexByte(channel, ':'); i >= 0 {
+			channel = channel[:i]
+		}
+	}
+	return channel
 }

@@ -1,6 +1,7 @@
 package mbredis_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,6 +89,41 @@ func (s *ownRedis) kill() {
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 	s.cmd = nil
+}
+
+// freeze stops the server with SIGSTOP, and returns once it is stopped:
+// connections stay open, commands get no reply, until thaw. The server is
+// killed at the end of the test in any case.
+func (s *ownRedis) freeze() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatal(err)
+	}
+	// The signal takes effect a moment later: until the kernel says the
+	// process is stopped ("T" in /proc/<pid>/stat), it may still answer.
+	stat := fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		// "<pid> (<comm>) <state> ...": the state follows the last ')'.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && bytes.HasPrefix(b[i+1:], []byte(" T")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("redis-server not stopped 10s after SIGSTOP: %s", b)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// thaw resumes a frozen server (SIGCONT).
+func (s *ownRedis) thaw() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 func (s *ownRedis) client(t *testing.T) *redis.Client {

@@ -32,8 +32,9 @@ const (
 
 // Defaults of [StreamsOptions].
 const (
-	DefaultBlock        = time.Second
-	DefaultClaimMinIdle = 30 * time.Second
+	DefaultBlock               = time.Second
+	DefaultClaimMinIdle        = 30 * time.Second
+	DefaultPruneConsumersAfter = time.Hour
 )
 
 // closeTimeout bounds the Redis commands a Receiver's Close sends.
@@ -62,10 +63,13 @@ type StreamsOptions struct {
 
 	// ClaimMinIdle is how long an entry stays delivered but unacknowledged
 	// before another consumer of the group may take it over with
-	// XAUTOCLAIM (default [DefaultClaimMinIdle]). It must be longer than
-	// the slowest handler, or entries still being handled are delivered a
-	// second time. It is also the longest delay Nack honours. Must not be
-	// negative.
+	// XAUTOCLAIM (default [DefaultClaimMinIdle]). A receiver's consumer
+	// keeps the entries it is still handling by extending them every
+	// ClaimMinIdle/3 (the consumer runtime of package mb does; see
+	// Extending in the package documentation); entries that are not
+	// extended must be acknowledged within ClaimMinIdle, or they are
+	// delivered a second time while still being handled. It is also the
+	// longest delay Nack honours. Must not be negative.
 	ClaimMinIdle time.Duration
 
 	// MaxLen, when positive, trims every stream to about that many entries
@@ -74,6 +78,15 @@ type StreamsOptions struct {
 	// be large enough for the slowest group. Zero (the default) never
 	// trims. Must not be negative.
 	MaxLen int64
+
+	// PruneConsumersAfter is how long a consumer of a group must have been
+	// idle, with no pending entries, before a receiver of the group deletes
+	// it (XGROUP DELCONSUMER), so that the names of consumers that are gone
+	// (generated names of processes that were killed, names of scaled-down
+	// replicas) do not pile up in the group (default
+	// [DefaultPruneConsumersAfter]). A negative value turns pruning off. See
+	// Pruning in the package documentation.
+	PruneConsumersAfter time.Duration
 }
 
 func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
@@ -100,6 +113,9 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 	if r.ClaimMinIdle == 0 {
 		r.ClaimMinIdle = DefaultClaimMinIdle
 	}
+	if r.PruneConsumersAfter == 0 {
+		r.PruneConsumersAfter = DefaultPruneConsumersAfter
+	}
 	return r, errors.Join(errs...)
 }
 
@@ -112,9 +128,12 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 // with [mbdriver.StartOldest], so that it also receives those the stream
 // still holds from before (all of them, or about the last MaxLen when
 // MaxLen is set); either way also while none of its receivers runs. An
-// existing group keeps its position. Receive returns the entries a receiver took over with
-// XAUTOCLAIM (those idle for ClaimMinIdle: of a consumer that died, or
-// nacked) before new ones read with XREADGROUP; Ack is XACK.
+// existing group keeps its position. A new receiver's Receive first returns
+// the entries still pending for its consumer name (of an earlier receiver
+// of that name that stopped without acknowledging them). Then Receive
+// returns the entries the receiver took over with XAUTOCLAIM (those idle
+// for ClaimMinIdle: of a consumer that died, or nacked) before new ones
+// read with XREADGROUP; Ack is XACK.
 //
 // Nack does not copy the entry: it resets the entry's idle time with
 // XCLAIM ... IDLE so that it becomes claimable after the Nack delay (at
@@ -123,7 +142,8 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 // group only, and its Redis delivery count, which is reported as
 // Message.Attempt.
 //
-// Streams declares Persistent, ConsumerGroups, Redelivery and Replay. It does not
+// Streams declares Persistent, ConsumerGroups, Redelivery, Replay and
+// Extend (its receivers implement [mbdriver.Extender]). It does not
 // declare OrderingPerKey: consumers of a group compete for entries without
 // regard to their partition key, and a redelivered entry comes after
 // entries added later. It does not declare DelayedDelivery (a Nack delay is
@@ -134,16 +154,22 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 type Streams struct {
 	client redis.UniversalClient
 	opts   StreamsOptions
+	stops  bool // client stops at context deadlines itself
 
 	mu        sync.Mutex
 	closed    bool
 	receivers map[*streamReceiver]struct{}
 }
 
-var _ mbdriver.Driver = (*Streams)(nil)
+var (
+	_ mbdriver.Driver   = (*Streams)(nil)
+	_ mbdriver.Extender = (*streamReceiver)(nil)
+)
 
 // NewStreams returns a Streams driver over client with opts (nil means the
-// defaults). It returns an error naming every invalid option.
+// defaults). It returns an error naming every invalid option. It reads
+// once whether client has ContextTimeoutEnabled: see Deadlines in the
+// package documentation.
 func NewStreams(client redis.UniversalClient, opts *StreamsOptions) (*Streams, error) {
 	o, err := opts.withDefaults()
 	if client == nil {
@@ -152,12 +178,13 @@ func NewStreams(client redis.UniversalClient, opts *StreamsOptions) (*Streams, e
 	if err != nil {
 		return nil, err
 	}
-	return &Streams{client: client, opts: o, receivers: make(map[*streamReceiver]struct{})}, nil
+	return &Streams{client: client, opts: o, stops: stopsAtDeadline(client), receivers: make(map[*streamReceiver]struct{})}, nil
 }
 
-// Capabilities returns Persistent, ConsumerGroups, Redelivery and Replay.
+// Capabilities returns Persistent, ConsumerGroups, Redelivery, Replay and
+// Extend.
 func (s *Streams) Capabilities() mbdriver.Capabilities {
-	return mbdriver.Capabilities{Persistent: true, ConsumerGroups: true, Redelivery: true, Replay: true}
+	return mbdriver.Capabilities{Persistent: true, ConsumerGroups: true, Redelivery: true, Replay: true, Extend: true}
 }
 
 // IsRetryable reports whether err is transient: a network error, EOF, a
@@ -193,12 +220,15 @@ func (s *Streams) Publish(ctx context.Context, topic string, msgs []*mbdriver.Me
 			return fmt.Errorf("mbredis: Publish: message %d is nil", i)
 		}
 	}
-	key := s.opts.KeyPrefix + topic
-	var boxes valueBoxes
-	switch len(msgs) {
-	case 0:
+	if len(msgs) == 0 {
 		return nil
-	case 1:
+	}
+	return withinErr(ctx, s.stops, func() error { return s.publish(ctx, s.opts.KeyPrefix+topic, msgs) })
+}
+
+func (s *Streams) publish(ctx context.Context, key string, msgs []*mbdriver.Message) error {
+	var boxes valueBoxes
+	if len(msgs) == 1 {
 		return s.client.XAdd(ctx, s.xaddArgs(key, msgs[0], &boxes)).Err()
 	}
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -282,9 +312,11 @@ func (s *Streams) xaddArgs(key string, m *mbdriver.Message, boxes *valueBoxes) *
 // sub.Start [mbdriver.StartNew] and at "0" for [mbdriver.StartOldest], and
 // returns a receiver for it. An existing group is left where it is,
 // whatever sub.Start. sub.Group is required; sub.Pattern is not
-// supported. When sub.Consumer is empty, a consumer name
-// "<hostname>-<pid>-<random>" is generated; such a consumer is removed from
-// the group by Close when it has no pending entries left.
+// supported. A receiver whose sub.Consumer is the name of an earlier one
+// starts with the entries still pending for that name (see Receive). When
+// sub.Consumer is empty, a consumer name "<hostname>-<pid>-<random>" is
+// generated; such a consumer is removed from the group by Close when it
+// has no pending entries left.
 func (s *Streams) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbdriver.Receiver, error) {
 	if s.isClosed() {
 		return nil, mbdriver.ErrClosed
@@ -318,7 +350,9 @@ func (s *Streams) Subscribe(ctx context.Context, sub mbdriver.Subscription) (mbd
 		group:    sub.Group,
 		consumer: sub.Consumer,
 		cursor:   "0-0",
+		backlog:  "0",
 		closed:   make(chan struct{}),
+		idle:     make(chan struct{}, 1),
 	}
 	if r.consumer == "" {
 		r.consumer = generateConsumerName()
@@ -392,6 +426,23 @@ type streamReceiver struct {
 	connID    int64
 	noConn    bool
 	blockedID atomic.Int64
+	// backlog is the ID after which the consumer's own pending entries
+	// are read next, "" once none is left. Guarded by recvMu.
+	backlog string
+	// nextPrune is when Receive next deletes the group's idle consumers
+	// (zero: at the first call). Guarded by recvMu.
+	nextPrune time.Time
+
+	// idle is a lock (a one-slot semaphore, so that waiting for it
+	// honours a context) that orders the commands that change the idle
+	// time of the consumer's entries (Extend, Nack, Close): an extension
+	// cannot land after, and undo, a Nack or Close sent after it.
+	idle chan struct{}
+	// held are the IDs of the entries this receiver returned and that were
+	// not acked or nacked since: those Extend extends. Guarded by heldMu,
+	// which is never held during a command.
+	heldMu sync.Mutex
+	held   map[string]struct{}
 
 	// mu guards the XAUTOCLAIM schedule, which Nack changes.
 	mu          sync.Mutex
@@ -401,7 +452,9 @@ type streamReceiver struct {
 }
 
 func (r *streamReceiver) createGroup(ctx context.Context, start string) error {
-	err := r.d.client.XGroupCreateMkStream(ctx, r.key, r.group, start).Err()
+	err := withinErr(ctx, r.d.stops, func() error {
+		return r.d.client.XGroupCreateMkStream(ctx, r.key, r.group, start).Err()
+	})
 	if redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return nil
 	}
@@ -422,14 +475,27 @@ func (r *streamReceiver) claimInterval() time.Duration {
 	return max(r.d.opts.ClaimMinIdle/2, 10*time.Millisecond)
 }
 
-// Receive returns up to max entries: first those it takes over with
+// Receive returns up to max entries. The first calls return the entries
+// still pending for the receiver's consumer name, delivered to an earlier
+// receiver of that name that stopped without acknowledging them (a process
+// restarted after a crash), read with XREADGROUP from ID 0 on, until none
+// is left. Then it returns first the entries it takes over with
 // XAUTOCLAIM (looked for at the first call, every ClaimMinIdle/2, and when
 // a Nack delay ends), then new ones read with XREADGROUP BLOCK. A group
 // that disappeared (the stream was deleted, or the server lost its data)
 // is created again from the start of the stream. Cancelling ctx, or
 // Close, ends a blocked read at once with a *redis.Client, within Block
-// with other clients (see StreamsOptions.Block).
+// with other clients (see StreamsOptions.Block). The first call, and one
+// every PruneConsumersAfter, also deletes the group's idle consumers
+// without pending entries (see Pruning in the package documentation).
 func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
+	msgs, err := r.receive(ctx, max)
+	r.hold(msgs)
+	return msgs, err
+}
+
+// receive is Receive but for keeping track of the messages held.
+func (r *streamReceiver) receive(ctx context.Context, max int) ([]*mbdriver.Message, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("mbredis: Receive: max is %d; it must be at least 1", max)
 	}
@@ -446,18 +512,34 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 			return nil, err
 		}
 		now := time.Now()
+		if r.d.opts.PruneConsumersAfter > 0 && !now.Before(r.nextPrune) {
+			r.nextPrune = now.Add(r.d.opts.PruneConsumersAfter)
+			// Best effort: a failure is tried again next time.
+			_ = withinErr(ctx, r.d.stops, func() error { return r.prune(ctx) })
+		}
+		if r.backlog != "" {
+			b, err := within(ctx, r.d.stops, func() (backlog, error) { return r.readPending(ctx, r.backlog, max) })
+			if err != nil {
+				if err = r.regroup(ctx, err); err == nil {
+					continue
+				}
+				return nil, err
+			}
+			r.backlog = b.last
+			if len(b.msgs) > 0 {
+				return b.msgs, nil
+			}
+		}
 		r.mu.Lock()
 		due := !now.Before(r.nextClaim)
 		r.mu.Unlock()
 		if due {
-			msgs, err := r.claim(ctx, now, max)
+			msgs, err := within(ctx, r.d.stops, func() ([]*mbdriver.Message, error) { return r.claim(ctx, now, max) })
 			if err != nil {
-				if isNoGroup(err) {
-					if err = r.createGroup(ctx, "0"); err == nil {
-						continue
-					}
+				if err = r.regroup(ctx, err); err == nil {
+					continue
 				}
-				return nil, r.ctxErr(ctx, err)
+				return nil, err
 			}
 			if len(msgs) > 0 {
 				return msgs, nil
@@ -483,12 +565,10 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 			continue
 		}
 		if err != nil {
-			if isNoGroup(err) {
-				if err = r.createGroup(ctx, "0"); err == nil {
-					continue
-				}
+			if err = r.regroup(ctx, err); err == nil {
+				continue
 			}
-			return nil, r.ctxErr(ctx, err)
+			return nil, err
 		}
 		n := 0
 		for _, st := range res {
@@ -512,6 +592,78 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 	}
 }
 
+// regroup returns nil when err says that the group no longer exists and
+// it was created again (from the start of the stream: what it held is
+// lost), or the error Receive returns.
+func (r *streamReceiver) regroup(ctx context.Context, err error) error {
+	if isNoGroup(err) {
+		if err = r.createGroup(ctx, "0"); err == nil {
+			return nil
+		}
+	}
+	return r.ctxErr(ctx, err)
+}
+
+// pruneScript deletes the consumers of group ARGV[1] of stream KEYS[1]
+// that have no pending entries and have been idle for ARGV[2]
+// milliseconds or more, and returns how many it deleted. Looking and
+// deleting in one script makes it atomic: deleting a consumer deletes its
+// pending entries from the group, and none can be delivered to it between
+// the look and the deletion. XINFO CONSUMERS reports "idle" as the time
+// since the consumer's last read or claim (Redis 7.2 and later add
+// "inactive", the time since its last successful one, which is not used).
+var pruneScript = redis.NewScript(`
+local deleted = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+	local f = {}
+	for i = 1, #c, 2 do
+		f[c[i]] = c[i + 1]
+	end
+	if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[2]) then
+		redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+		deleted = deleted + 1
+	end
+end
+return deleted
+`)
+
+// prune deletes the consumers of the group that have been idle for
+// PruneConsumersAfter with no pending entries (pruneScript).
+func (r *streamReceiver) prune(ctx context.Context) error {
+	after := r.d.opts.PruneConsumersAfter.Milliseconds()
+	return pruneScript.Run(ctx, r.d.client, []string{r.key}, r.group, after).Err()
+}
+
+// backlog is a batch of the consumer's own pending entries: the messages,
+// and the ID to read from next, or "" when none was left.
+type backlog struct {
+	msgs []*mbdriver.Message
+	last string
+}
+
+// readPending reads up to max of the entries pending for the receiver's
+// consumer name with IDs after start (XREADGROUP with that ID instead of
+// ">", which raises their delivery count). It does not block.
+func (r *streamReceiver) readPending(ctx context.Context, start string, max int) (backlog, error) {
+	res, err := r.d.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    r.group,
+		Consumer: r.consumer,
+		Streams:  []string{r.key, start},
+		Count:    int64(max),
+		Block:    -1,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	if err != nil || len(res) == 0 || len(res[0].Messages) == 0 {
+		return backlog{}, err
+	}
+	xms := res[0].Messages
+	last := xms[len(xms)-1].ID
+	msgs, err := r.deliver(ctx, xms)
+	return backlog{msgs, last}, err
+}
+
 // readGroup runs one blocking XREADGROUP. On a *redis.Client it runs on
 // the receiver's own connection (from a one-connection client with the
 // same options, outside the caller's pool), whose CLIENT ID lets Close and the
@@ -522,7 +674,7 @@ func (r *streamReceiver) Receive(ctx context.Context, max int) ([]*mbdriver.Mess
 func (r *streamReceiver) readGroup(ctx context.Context, a *redis.XReadGroupArgs) ([]redis.XStream, error) {
 	conn, id := r.blockingConn(ctx)
 	if conn == nil {
-		return r.d.client.XReadGroup(ctx, a).Result()
+		return within(ctx, r.d.stops, func() ([]redis.XStream, error) { return r.d.client.XReadGroup(ctx, a).Result() })
 	}
 	r.blockedID.Store(id)
 	stop := context.AfterFunc(ctx, r.unblock)
@@ -556,9 +708,11 @@ func (r *streamReceiver) blockingConn(ctx context.Context) (*redis.Conn, int64) 
 		// A client of its own, with the same options but one
 		// connection: a receiver must not hold a connection of the
 		// caller's pool for its lifetime (receivers of many topics would
-		// starve acks and publishes).
+		// starve acks and publishes). It stops at the deadline of
+		// Receive's context whatever the caller's client does.
 		o := *c.Options()
 		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 1, 0, 1, 1
+		o.ContextTimeoutEnabled = true
 		r.side = redis.NewClient(&o)
 	}
 	conn := r.side.Conn()
@@ -595,7 +749,7 @@ func (r *streamReceiver) unblock() {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	for range 50 {
-		n, err := r.d.client.ClientUnblock(ctx, id).Result()
+		n, err := within(ctx, r.d.stops, func() (int64, error) { return r.d.client.ClientUnblock(ctx, id).Result() })
 		if n == 1 || err != nil || r.blockedID.Load() != id {
 			return
 		}
@@ -613,10 +767,14 @@ func (r *streamReceiver) unblock() {
 }
 
 // ctxErr prefers ctx's error: a read cut short by ctx's deadline fails
-// with a timeout.
+// with an I/O timeout, possibly a moment before ctx's own timer marks ctx
+// done.
 func (r *streamReceiver) ctxErr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
 	}
 	return err
 }
@@ -679,7 +837,15 @@ func (r *streamReceiver) claim(ctx context.Context, now time.Time, max int) ([]*
 		r.nextClaim = now.Add(r.claimInterval())
 	}
 	r.mu.Unlock()
+	return r.deliver(ctx, xms)
+}
 
+// deliver turns entries that were just delivered to the receiver's
+// consumer (read again or taken over) into messages whose Attempt is their
+// delivery count, looked up with one XPENDING per entry in one pipeline.
+// Entries deleted from the stream while pending (trimmed) come without
+// fields: they are acknowledged and left out.
+func (r *streamReceiver) deliver(ctx context.Context, xms []redis.XMessage) ([]*mbdriver.Message, error) {
 	var gone []string
 	live := xms[:0]
 	for _, xm := range xms {
@@ -778,13 +944,63 @@ func ackIDs(msgs []*mbdriver.Message) ([]string, error) {
 	return ids, nil
 }
 
+// lockIdle takes the idle lock, or returns ctx's error.
+func (r *streamReceiver) lockIdle(ctx context.Context) error {
+	select {
+	case r.idle <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *streamReceiver) unlockIdle() { <-r.idle }
+
+// hold records msgs as held, for Extend.
+func (r *streamReceiver) hold(msgs []*mbdriver.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	if r.held == nil {
+		r.held = make(map[string]struct{}, len(msgs))
+	}
+	for _, m := range msgs {
+		r.held[m.AckID.(string)] = struct{}{}
+	}
+}
+
+// settle records the entries ids as no longer held.
+func (r *streamReceiver) settle(ids []string) {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	for _, id := range ids {
+		delete(r.held, id)
+	}
+}
+
+// stillHeld returns those of ids that are held, in a new slice.
+func (r *streamReceiver) stillHeld(ids []string) []string {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	var out []string
+	for _, id := range ids {
+		if _, ok := r.held[id]; ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Ack acknowledges msgs with one XACK. It may be called after Close.
 func (r *streamReceiver) Ack(ctx context.Context, msgs []*mbdriver.Message) error {
 	ids, err := ackIDs(msgs)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
-	return r.d.client.XAck(ctx, r.key, r.group, ids...).Err()
+	r.settle(ids)
+	return withinErr(ctx, r.d.stops, func() error { return r.d.client.XAck(ctx, r.key, r.group, ids...).Err() })
 }
 
 // Nack makes msgs claimable by the group's consumers after delay, capped
@@ -796,7 +1012,13 @@ func (r *streamReceiver) Nack(ctx context.Context, msgs []*mbdriver.Message, del
 		return err
 	}
 	delay = min(max(delay, 0), r.d.opts.ClaimMinIdle)
-	if err := r.release(ctx, ids, r.d.opts.ClaimMinIdle-delay); err != nil {
+	if err := r.lockIdle(ctx); err != nil {
+		return err
+	}
+	r.settle(ids)
+	err = r.release(ctx, ids, r.d.opts.ClaimMinIdle-delay)
+	r.unlockIdle()
+	if err != nil {
 		return err
 	}
 	// Redis counts whole milliseconds: look a little later.
@@ -821,7 +1043,80 @@ func (r *streamReceiver) release(ctx context.Context, ids []string, idle time.Du
 		args = append(args, id)
 	}
 	args = append(args, "IDLE", idle.Milliseconds(), "JUSTID")
-	return r.d.client.Do(ctx, args...).Err()
+	return withinErr(ctx, r.d.stops, func() error { return r.d.client.Do(ctx, args...).Err() })
+}
+
+// extendScript restarts the idle time of those of the pending entries
+// ARGV[3:] of group ARGV[1] of stream KEYS[1] that belong to consumer
+// ARGV[2], without raising their delivery count (XCLAIM to their own
+// consumer with JUSTID), and returns how many it extended. The owner is
+// checked and the entries claimed in one script, atomically: XCLAIM alone
+// would take back an entry that another consumer took over meanwhile.
+var extendScript = redis.NewScript(`
+local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+for i = 3, #ARGV do
+	local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+	if #p == 1 and p[1][2] == ARGV[2] then
+		args[#args + 1] = ARGV[i]
+	end
+end
+if #args == 5 then
+	return 0
+end
+args[#args + 1] = 'JUSTID'
+return #redis.call(unpack(args))
+`)
+
+// extendBatch is the most entries one extendScript call extends (Lua's
+// unpack takes a few thousand values at most).
+const extendBatch = 1000
+
+// ExtendInterval implements [mbdriver.Extender]: a third of ClaimMinIdle
+// (a millisecond at least).
+func (r *streamReceiver) ExtendInterval() time.Duration {
+	return max(r.d.opts.ClaimMinIdle/3, time.Millisecond)
+}
+
+// Extend implements [mbdriver.Extender]: it restarts the idle time of the
+// entries of msgs that this receiver returned, that were not acked or
+// nacked since and that are still pending for its consumer, so that no
+// other consumer takes them over for another ClaimMinIdle, without raising
+// their delivery count; the others are skipped. See Extending in the
+// package documentation for how, and its limits. It returns ErrClosed after
+// Close, and an error for a message that was not received from this
+// driver.
+func (r *streamReceiver) Extend(ctx context.Context, msgs []*mbdriver.Message) error {
+	if r.isClosed() {
+		return mbdriver.ErrClosed
+	}
+	ids, err := ackIDs(msgs)
+	if err != nil {
+		return err
+	}
+	if err := r.lockIdle(ctx); err != nil {
+		return err
+	}
+	defer r.unlockIdle()
+	if r.isClosed() {
+		return mbdriver.ErrClosed
+	}
+	ids = r.stillHeld(ids)
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), extendBatch)]
+		ids = ids[len(batch):]
+		args := make([]any, 0, 2+len(batch))
+		args = append(args, r.group, r.consumer)
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		err := withinErr(ctx, r.d.stops, func() error {
+			return extendScript.Run(ctx, r.d.client, []string{r.key}, args...).Err()
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close stops receiving: a Receive in progress returns ErrClosed (within
@@ -846,7 +1141,15 @@ func (r *streamReceiver) Close() error {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
-		r.closeErr = r.releaseAll(ctx)
+		// After the Extend in progress, before any other.
+		if r.closeErr = r.lockIdle(ctx); r.closeErr != nil {
+			return
+		}
+		defer r.unlockIdle()
+		r.heldMu.Lock()
+		r.held = nil
+		r.heldMu.Unlock()
+		r.closeErr = withinErr(ctx, r.d.stops, func() error { return r.releaseAll(ctx) })
 	})
 	return r.closeErr
 }

@@ -4,11 +4,13 @@ go 1.26.0
 
 replace (
 	github.com/mb-go/mb => ../..
+	github.com/mb-go/mb/internal/testenv/redistest => ../../internal/testenv/redistest
 	github.com/mb-go/mb/mbredis => ../../mbredis
 )
 
 require (
 	github.com/mb-go/mb v0.0.0-00010101000000-000000000000
+	github.com/mb-go/mb/internal/testenv/redistest v0.0.0-00010101000000-000000000000
 	github.com/mb-go/mb/mbredis v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 	go.uber.org/goleak v1.3.0

@@ -3,8 +3,6 @@ package redisevents_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -18,34 +16,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"github.com/mb-go/mb/internal/testenv"
+	"github.com/mb-go/mb/internal/testenv/redistest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-const envRedisURL = testenv.RedisURLVar
-
-func redisURL() string { return testenv.RedisURL() }
-
-// newClient returns a client of the test Redis, or skips the test (fails
-// it when MB_REQUIRE_SERVICES=1) when Redis is unreachable.
-func newClient(t *testing.T) *redis.Client {
-	t.Helper()
-	u := redisURL()
-	opts, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatalf("%s=%q: %v", envRedisURL, u, err)
-	}
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { _ = c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		testenv.Unavailable(t, "Redis at %s is unreachable (%v); set %s to a reachable Redis", u, err, envRedisURL)
-	}
-	return c
 }
 
 // build compiles the example's package pkg into dir.
@@ -68,26 +43,13 @@ func TestProducerConsumer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the example with the go command")
 	}
-	client := newClient(t)
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	prefix := "mbtest:example:" + hex.EncodeToString(b) + ":"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		keys, err := client.Keys(ctx, prefix+"*").Result()
-		if err == nil && len(keys) > 0 {
-			err = client.Del(ctx, keys...).Err()
-		}
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-		}
-	})
+	client := redistest.Client(t)
+	prefix := redistest.Prefix(t, client, "mbtest:example:")
 
 	dir := t.TempDir()
 	producer := build(t, dir, "producer")
 	consumer := build(t, dir, "consumer")
-	env := append(os.Environ(), "REDIS_URL="+redisURL(), "REDIS_KEY_PREFIX="+prefix)
+	env := append(os.Environ(), "REDIS_URL="+redistest.URL(), "REDIS_KEY_PREFIX="+prefix)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -1,7 +1,10 @@
 // Package testenv is how mb's tests, in every module of the repository,
-// find the services they run against (DESIGN.md section 7): one environment
-// variable per service with a local default, and one rule for a service
-// that cannot be reached — skip, or fail when MB_REQUIRE_SERVICES=1 (CI).
+// find the services they run against: one environment variable per
+// service with a local default, and one rule for a service that cannot be
+// reached — skip, or fail when MB_REQUIRE_SERVICES=1 (CI). Package
+// redistest, a module of its own below this one (so that the root module
+// keeps to the standard library), builds on it the Redis clients of the
+// tests.
 package testenv
 
 import (

@@ -27,10 +27,13 @@ import (
 
 func main() {
 	group := flag.String("group", "shipping", "the consumer group")
+	name := flag.String("consumer", "", "the consumer's name in its group, unique among the running consumers; "+
+		"a consumer started again with the same name handles at once the events it had not acknowledged "+
+		"(default: a new generated name)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *group); err != nil {
+	if err := run(ctx, *group, *name); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
@@ -42,11 +45,14 @@ func ship(ctx context.Context, e orders.OrderPlaced) error {
 	return nil
 }
 
-func run(ctx context.Context, group string) error {
+func run(ctx context.Context, group, name string) error {
 	opts, err := redis.ParseURL(orders.RedisURL())
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
+	// Commands stop at their context's deadline in the client itself
+	// (see Deadlines in the mbredis documentation).
+	opts.ContextTimeoutEnabled = true
 	client := redis.NewClient(opts)
 	defer client.Close()
 	prefix := orders.KeyPrefix()
@@ -63,8 +69,9 @@ func run(ctx context.Context, group string) error {
 	mb.Subscribe(bus, ship, mb.WithName("shipping.ship"))
 
 	c, err := mb.NewConsumer(bus, streams, reg, &mb.ConsumerOptions{
-		Topic: orders.Topic,
-		Group: group,
+		Topic:    orders.Topic,
+		Group:    group,
+		Consumer: name,
 		// A new group starts at the oldest entry of the stream, so that
 		// orders placed before this consumer first ran are shipped too.
 		// An existing group resumes where it left off.

@@ -41,6 +41,9 @@ func run(n int) error {
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
+	// Commands stop at their context's deadline in the client itself
+	// (see Deadlines in the mbredis documentation).
+	opts.ContextTimeoutEnabled = true
 	client := redis.NewClient(opts)
 	defer client.Close()
 	streams, err := mbredis.NewStreams(client, &mbredis.StreamsOptions{KeyPrefix: orders.KeyPrefix()})
