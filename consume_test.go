@@ -948,6 +948,15 @@ func TestConsumerPartitionKeyHeaderAnyCase(t *testing.T) {
 // broker's visibility timeout runs out) must not be acknowledged as done:
 // if the first handling then fails, the message is handled again and
 // takes effect once.
+// noExtend hides the Extend capability of an in-memory transport.
+type noExtend struct{ *mbmem.Transport }
+
+func (n noExtend) Capabilities() mbdriver.Capabilities {
+	c := n.Transport.Capabilities()
+	c.Extend = false
+	return c
+}
+
 func TestConsumerInboxInFlightHandlingThatFails(t *testing.T) {
 	const topic = "cx.order.placed"
 	tr := mbmem.New(&mbmem.Options{AckTimeout: 50 * time.Millisecond})
@@ -984,7 +993,10 @@ func TestConsumerInboxInFlightHandlingThatFails(t *testing.T) {
 		effects.Add(1)
 		return nil
 	}, mb.WithName("effect"))
-	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{
+	// Without extensions, the broker hands the message out again while
+	// its first handling runs, as a consumer that stalled past the ack
+	// timeout would see.
+	c := newCx(t, bus, noExtend{tr}, reg, mb.ConsumerOptions{
 		Topic: topic, Group: cxGroup, Inbox: inbox, Concurrency: 2,
 		Backoff: mb.Backoff{Min: 10 * time.Millisecond, Max: 20 * time.Millisecond},
 	})

@@ -488,8 +488,8 @@ func redisStreamLen(ctx context.Context, e *redisEnv) (int64, error) {
 
 // ackCounting wraps the Streams driver given to the mb consumer so that the
 // op ends when the last entry is acknowledged, not when its handler
-// returns (mb acknowledges after the handlers). It forwards Capabilities
-// and IsRetryable, which the Consumer looks for.
+// returns (mb acknowledges after the handlers). It forwards Capabilities,
+// IsRetryable and its receivers' Extend, which the Consumer looks for.
 type ackCounting struct {
 	*mbredis.Streams
 	acked atomic.Pointer[redisHandled]
@@ -521,4 +521,14 @@ func (r *ackCountingReceiver) Ack(ctx context.Context, msgs []*mbdriver.Message)
 		}
 	}
 	return err
+}
+
+// ExtendInterval and Extend forward to the Streams receiver, which keeps
+// the entries the consumer still holds claimed (Capabilities.Extend).
+func (r *ackCountingReceiver) ExtendInterval() time.Duration {
+	return r.Receiver.(mbdriver.Extender).ExtendInterval()
+}
+
+func (r *ackCountingReceiver) Extend(ctx context.Context, msgs []*mbdriver.Message) error {
+	return r.Receiver.(mbdriver.Extender).Extend(ctx, msgs)
 }
