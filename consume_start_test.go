@@ -109,7 +109,7 @@ func TestConsumerSubscribeFailFast(t *testing.T) {
 // refuses it.
 func TestConsumerInboxRefusesGeneratedHandlerNames(t *testing.T) {
 	tr, reg := cxBroker(t)
-	inbox := mb.InboxFromClaimer(&mbmem.Inbox{})
+	inbox := &mbmem.Inbox{}
 	closure := func(ctx context.Context, e CxOrderPlaced) error { return nil }
 
 	bus := mb.New()
@@ -140,7 +140,7 @@ func TestConsumerInboxRefusesGeneratedHandlerNames(t *testing.T) {
 // created fails its handlings instead of being keyed by that name.
 func TestConsumerInboxRefusesLateGeneratedName(t *testing.T) {
 	b := setupCx(t, "cx.order.placed")
-	c := b.consumer(t, nil, mb.ConsumerOptions{Inbox: mb.InboxFromClaimer(&mbmem.Inbox{}), MaxAttempts: 3})
+	c := b.consumer(t, nil, mb.ConsumerOptions{Inbox: &mbmem.Inbox{}, MaxAttempts: 3})
 	ran := false
 	mb.Subscribe(b.bus, func(ctx context.Context, e CxOrderPlaced) error { ran = true; return nil })
 	stop := mbtest.RunConsumer(t, context.Background(), c)

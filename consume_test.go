@@ -468,7 +468,7 @@ func TestConsumerInboxRerunsOnlyFailedHandlers(t *testing.T) {
 	}
 	inbox := &mbmem.Inbox{}
 	c := newCx(t, bus, tr, reg, mb.ConsumerOptions{
-		Topic: topic, Group: cxGroup, Inbox: mb.InboxFromClaimer(inbox),
+		Topic: topic, Group: cxGroup, Inbox: inbox,
 		Backoff: mb.Backoff{Min: time.Millisecond, Max: time.Millisecond},
 	})
 	stop := mbtest.RunConsumer(t, context.Background(), c)
@@ -565,7 +565,7 @@ func TestConsumerInboxDuplicateHasOneEffect(t *testing.T) {
 		t.Fatal(err)
 	}
 	inbox := &mbmem.Inbox{}
-	stop := b.run(t, mb.ConsumerOptions{Inbox: mb.InboxFromClaimer(inbox), Concurrency: 2})
+	stop := b.run(t, mb.ConsumerOptions{Inbox: inbox, Concurrency: 2})
 	b.settled(t)
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -574,7 +574,7 @@ func TestConsumerInboxDuplicateHasOneEffect(t *testing.T) {
 		t.Errorf("%d effects, want 1", n)
 	}
 	key := mb.InboxKey{Group: cxGroup, Handler: "effect", Source: "/test", MessageID: b.sent.get(b.topic)[0].ID}
-	if !inbox.Seen(key.String()) {
+	if !inbox.Seen(key) {
 		t.Errorf("inbox has not seen %q", key)
 	}
 }
@@ -967,7 +967,7 @@ func TestConsumerInboxInFlightHandlingThatFails(t *testing.T) {
 	// secondClaim is closed once the redelivered copy has asked the inbox.
 	secondClaim := make(chan struct{})
 	var claims atomic.Int32
-	base := mb.InboxFromClaimer(&mbmem.Inbox{})
+	base := &mbmem.Inbox{}
 	inbox := mb.InboxFunc(func(ctx context.Context, key mb.InboxKey) (bool, error) {
 		ok, err := base.Claim(ctx, key)
 		if claims.Add(1) == 2 {
@@ -1042,7 +1042,7 @@ func TestConsumerInboxTellsSourcesApart(t *testing.T) {
 		t.Fatal(err)
 	}
 	inbox := &mbmem.Inbox{}
-	stop := b.run(t, mb.ConsumerOptions{Inbox: mb.InboxFromClaimer(inbox), Concurrency: 1})
+	stop := b.run(t, mb.ConsumerOptions{Inbox: inbox, Concurrency: 1})
 	b.settled(t)
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -1050,7 +1050,7 @@ func TestConsumerInboxTellsSourcesApart(t *testing.T) {
 	wantSeq(t, got.get(), []string{"o1@/test", "o2@/elsewhere"})
 	for _, src := range []string{"/test", "/elsewhere"} {
 		key := mb.InboxKey{Group: cxGroup, Handler: "effect", Source: src, MessageID: first.ID}
-		if !inbox.Seen(key.String()) {
+		if !inbox.Seen(key) {
 			t.Errorf("inbox has not seen %q", key)
 		}
 	}

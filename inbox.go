@@ -6,9 +6,9 @@ import (
 	"fmt"
 )
 
-// InboxKey identifies one handling of one message (by its source and id) by
-// one handler of one consumer group. An [Inbox] records it so that a redelivered message has
-// no second effect.
+// InboxKey identifies one handling of one message (by its source and id)
+// by one handler of one consumer group. An [Inbox] records it so that a
+// redelivered message has no second effect.
 type InboxKey struct {
 	// Group is the consumer group ([ConsumerOptions.Group]).
 	Group string
@@ -73,7 +73,7 @@ func (f InboxFunc) Claim(ctx context.Context, key InboxKey) (bool, error) { retu
 var ErrInFlight = errors.New("mb: inbox: the same handling is in progress elsewhere")
 
 // KeyClaimer is a non-transactional store of claimed keys, such as the
-// in-memory inbox of package mbmem. Claim reports false when key is
+// Claims type of package mbmem. Claim reports false when key is
 // claimed already (committed, or held by another handling); otherwise the
 // key is held until release is called once: release(true) makes the claim
 // permanent, release(false) gives the key up. Seen reports whether key is

@@ -349,7 +349,7 @@ func (s *suite) testConsumerInbox(t *testing.T) {
 		}
 		return nil
 	}, mb.WithName("mbdrivertest.effect"))
-	a.start(t, mb.ConsumerOptions{Inbox: mb.InboxFromClaimer(&mbmem.Inbox{})})
+	a.start(t, mb.ConsumerOptions{Inbox: &mbmem.Inbox{}})
 	a.publish(t, suiteEvent{N: 1, Key: "k"})
 	env := a.sentEnvelopes(t, 1)[0]
 	// The same message again, as a redelivery would bring it, then a

@@ -74,7 +74,8 @@
 //
 // # Inbox
 //
-// [Inbox] is an in-memory inbox store: it records which message keys were
-// handled so that a redelivered message has no second effect. See
-// [Inbox.Claim].
+// [Inbox] is an in-memory [mb.Inbox]: it records which handlings took
+// effect so that a redelivered message has no second effect, for tests
+// and for programs that need no memory of it across restarts. [Claims] is
+// the key store behind it.
 package mbmem

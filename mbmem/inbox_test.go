@@ -9,8 +9,8 @@ import (
 	"github.com/mb-go/mb/mbmem"
 )
 
-func TestInbox(t *testing.T) {
-	var in mbmem.Inbox
+func TestClaims(t *testing.T) {
+	var in mbmem.Claims
 	release, ok := in.Claim("g\x00id1")
 	if !ok || release == nil {
 		t.Fatal("first Claim failed")
@@ -45,8 +45,8 @@ func TestInbox(t *testing.T) {
 
 // Concurrent claims of one key: exactly one wins at a time, and once
 // committed, none.
-func TestInboxConcurrent(t *testing.T) {
-	var in mbmem.Inbox
+func TestClaimsConcurrent(t *testing.T) {
+	var in mbmem.Claims
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 50 {
@@ -81,7 +81,7 @@ func TestInboxConcurrent(t *testing.T) {
 }
 
 func ExampleInbox() {
-	var in mbmem.Inbox
+	var in mbmem.Claims
 	handle := func(group, id string) {
 		release, ok := in.Claim(group + "\x00" + id)
 		if !ok {

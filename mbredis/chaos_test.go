@@ -55,7 +55,7 @@ func TestSoakRedisRestarts(t *testing.T) {
 			Concurrency: 2, BatchSize: 20, MaxAttempts: 1000,
 			Backoff:          mb.Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond},
 			ReconnectBackoff: mb.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
-			Inbox:            mb.InboxFromClaimer(&inbox),
+			Inbox:            &inbox,
 			ErrorHandler: func(_ context.Context, err error) {
 				if errors.Is(err, mb.ErrPanic) {
 					t.Errorf("consumer %d: %v", i, err)

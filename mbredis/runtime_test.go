@@ -237,7 +237,7 @@ func TestRuntimeSigkill(t *testing.T) {
 	var repMu sync.Mutex
 	cons, err := mb.NewConsumer(bus, d, reg, &mb.ConsumerOptions{
 		Topic: rtTopic, Group: group, Consumer: "survivor", Concurrency: 4, Start: mbdriver.StartOldest,
-		Inbox:        mb.InboxFromClaimer(&inbox),
+		Inbox:        &inbox,
 		Backoff:      mb.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
 		DrainTimeout: 10 * time.Second,
 		ErrorHandler: func(_ context.Context, err error) {
@@ -482,7 +482,7 @@ func TestRuntimeRedisRestart(t *testing.T) {
 		Topic: rtTopic, Group: group, Consumer: "c1", Concurrency: 4,
 		// The publisher may start before Run has created the group.
 		Start: mbdriver.StartOldest,
-		Inbox: mb.InboxFromClaimer(&inbox),
+		Inbox: &inbox,
 		// Back soon after the server: the test waits for the consumer.
 		ReconnectBackoff: mb.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 		ErrorHandler: func(context.Context, error) {

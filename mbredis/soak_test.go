@@ -73,7 +73,7 @@ func TestSoakConsumerChurn(t *testing.T) {
 			Topic: rtTopic, Group: group, Consumer: fmt.Sprintf("c%d", i), Start: mbdriver.StartOldest,
 			Concurrency: 2, BatchSize: 20, MaxAttempts: 50,
 			Backoff:    mb.Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond},
-			Inbox:      mb.InboxFromClaimer(&inbox),
+			Inbox:      &inbox,
 			DeadLetter: dl,
 			ErrorHandler: func(_ context.Context, err error) {
 				if errors.Is(err, mb.ErrPanic) {
