@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mb-go/mb"
 	"github.com/mb-go/mb/mbdriver"
 )
 
@@ -60,22 +61,30 @@ type Transport struct {
 
 var _ mbdriver.Driver = (*Transport)(nil)
 
+// Validate returns the problems of o joined, each wrapping
+// [mb.ErrInvalidArgument] and naming the field and the fix: a negative
+// AckTimeout or Retain. [New] panics with this error.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.AckTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: mbmem: Options.AckTimeout is negative: use 0 for no ack timeout or a positive duration", mb.ErrInvalidArgument))
+	}
+	if o.Retain < 0 {
+		errs = append(errs, fmt.Errorf("%w: mbmem: Options.Retain is %d: use 0 for the default (%d) or a positive number of messages kept per topic", mb.ErrInvalidArgument, o.Retain, DefaultRetain))
+	}
+	return errors.Join(errs...)
+}
+
 // New returns a Transport over a new, empty in-memory broker. opts may be
-// nil. New panics if opts is invalid (a negative AckTimeout or Retain),
-// with an error naming every invalid field: it is a programming error.
+// nil for the defaults; the Transport keeps a copy. New panics with the
+// error of [Options.Validate] if opts is invalid: it is a programming
+// error.
 func New(opts *Options) *Transport {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
-	var errs []error
-	if o.AckTimeout < 0 {
-		errs = append(errs, errors.New("mbmem: Options.AckTimeout is negative: use 0 for no ack timeout or a positive duration"))
-	}
-	if o.Retain < 0 {
-		errs = append(errs, fmt.Errorf("mbmem: Options.Retain is %d: use 0 for the default (%d) or a positive number of messages kept per topic", o.Retain, DefaultRetain))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := o.Validate(); err != nil {
 		panic(err)
 	}
 	if o.Retain == 0 {

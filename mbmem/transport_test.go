@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mb-go/mb"
 	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbmem"
 )
@@ -90,6 +91,9 @@ func TestNewInvalidOptionsPanicNamingEach(t *testing.T) {
 			if r == nil || !strings.Contains(fmt.Sprint(r), want) {
 				t.Errorf("recover() = %v, want a panic naming %s", r, want)
 			}
+		}
+		if err, _ := r.(error); !errors.Is(err, mb.ErrInvalidArgument) {
+			t.Errorf("recover() = %v, want an error wrapping mb.ErrInvalidArgument", r)
 		}
 	}()
 	mbmem.New(&mbmem.Options{AckTimeout: -1, Retain: -1})

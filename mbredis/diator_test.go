@@ -2,6 +2,8 @@ package mbredis_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,19 +173,28 @@ func TestDiatorReceive(t *testing.T) {
 
 func TestOptionsValidation(t *testing.T) {
 	c := newClientNoPing(t)
-	if _, err := mbredis.NewStreams(c, &mbredis.StreamsOptions{Block: -1, ClaimMinIdle: -1, MaxLen: -1}); err == nil {
-		t.Error("NewStreams with negative options: nil error")
-	} else {
-		t.Log(err)
+	invalid := func(what string, err error, fields ...string) {
+		t.Helper()
+		if !errors.Is(err, mb.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want an error wrapping mb.ErrInvalidArgument", what, err)
+			return
+		}
+		for _, f := range fields {
+			if !strings.Contains(err.Error(), f) {
+				t.Errorf("%s: %v does not name %s", what, err, f)
+			}
+		}
 	}
-	if _, err := mbredis.NewStreams(nil, nil); err == nil {
-		t.Error("NewStreams(nil): nil error")
-	}
-	if _, err := mbredis.NewPubSub(c, &mbredis.PubSubOptions{Format: 7, DiatorMessageType: "\xff", ChannelSize: -1}); err == nil {
-		t.Error("NewPubSub with invalid options: nil error")
-	} else {
-		t.Log(err)
-	}
+	so := &mbredis.StreamsOptions{Block: -1, ClaimMinIdle: -1, MaxLen: -1}
+	_, err := mbredis.NewStreams(c, so)
+	invalid("NewStreams with negative options", err, "Block", "ClaimMinIdle", "MaxLen")
+	invalid("StreamsOptions.Validate", so.Validate(), "Block")
+	_, err = mbredis.NewStreams(nil, nil)
+	invalid("NewStreams(nil)", err, "client is nil")
+	po := &mbredis.PubSubOptions{Format: 7, DiatorMessageType: "\xff", ChannelSize: -1}
+	_, err = mbredis.NewPubSub(c, po)
+	invalid("NewPubSub with invalid options", err, "Format", "DiatorMessageType", "ChannelSize")
+	invalid("PubSubOptions.Validate", po.Validate(), "Format")
 	if _, err := mbredis.NewPubSub(c, nil); err != nil {
 		t.Errorf("NewPubSub(c, nil): %v", err)
 	}

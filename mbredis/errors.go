@@ -3,12 +3,15 @@ package mbredis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mb-go/mb"
 )
 
 // retryablePrefixes are the Redis error replies that describe a transient
@@ -102,4 +105,9 @@ func asClient(client redis.UniversalClient, i any) bool {
 		return ok
 	}
 	return false
+}
+
+// invalid returns a configuration error wrapping [mb.ErrInvalidArgument].
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: mbredis: "+format, append([]any{mb.ErrInvalidArgument}, args...)...)
 }

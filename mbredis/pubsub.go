@@ -101,6 +101,14 @@ type PubSubOptions struct {
 	ChannelSize int
 }
 
+// Validate returns the problems of o joined, each wrapping
+// [mb.ErrInvalidArgument] and naming the field and the fix. [NewPubSub]
+// returns them.
+func (o *PubSubOptions) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 func (o *PubSubOptions) withDefaults() (PubSubOptions, error) {
 	var r PubSubOptions
 	if o != nil {
@@ -108,13 +116,13 @@ func (o *PubSubOptions) withDefaults() (PubSubOptions, error) {
 	}
 	var errs []error
 	if r.Format != FormatFrame && r.Format != FormatDiator {
-		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.Format is %v; use FormatFrame or FormatDiator", r.Format))
+		errs = append(errs, invalid("PubSubOptions.Format is %v; use FormatFrame or FormatDiator", r.Format))
 	}
 	if !utf8.ValidString(r.DiatorMessageType) {
-		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.DiatorMessageType %q is not valid UTF-8, which Diator's message_type must be", r.DiatorMessageType))
+		errs = append(errs, invalid("PubSubOptions.DiatorMessageType %q is not valid UTF-8, which Diator's message_type must be", r.DiatorMessageType))
 	}
 	if r.ChannelSize < 0 {
-		errs = append(errs, fmt.Errorf("mbredis: PubSubOptions.ChannelSize is %d; use a positive size, or 0 for the default", r.ChannelSize))
+		errs = append(errs, invalid("PubSubOptions.ChannelSize is %d; use a positive size, or 0 for the default", r.ChannelSize))
 	}
 	if r.DiatorMessageType == "" {
 		r.DiatorMessageType = DiatorNotificationEvent
@@ -161,7 +169,7 @@ var _ mbdriver.Driver = (*PubSub)(nil)
 func NewPubSub(client redis.UniversalClient, opts *PubSubOptions) (*PubSub, error) {
 	o, err := opts.withDefaults()
 	if client == nil {
-		err = errors.Join(errors.New("mbredis: NewPubSub: client is nil; pass a *redis.Client, *redis.ClusterClient or other redis.UniversalClient"), err)
+		err = errors.Join(invalid("NewPubSub: client is nil; pass a *redis.Client, *redis.ClusterClient or other redis.UniversalClient"), err)
 	}
 	if err != nil {
 		return nil, err

@@ -89,6 +89,14 @@ type StreamsOptions struct {
 	PruneConsumersAfter time.Duration
 }
 
+// Validate returns the problems of o joined, each wrapping
+// [mb.ErrInvalidArgument] and naming the field and the fix. [NewStreams]
+// returns them.
+func (o *StreamsOptions) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 	var r StreamsOptions
 	if o != nil {
@@ -96,13 +104,13 @@ func (o *StreamsOptions) withDefaults() (StreamsOptions, error) {
 	}
 	var errs []error
 	if r.Block < 0 {
-		errs = append(errs, fmt.Errorf("mbredis: StreamsOptions.Block is %v; use a positive duration, or 0 for the default %v", r.Block, DefaultBlock))
+		errs = append(errs, invalid("StreamsOptions.Block is %v; use a positive duration, or 0 for the default %v", r.Block, DefaultBlock))
 	}
 	if r.ClaimMinIdle < 0 {
-		errs = append(errs, fmt.Errorf("mbredis: StreamsOptions.ClaimMinIdle is %v; use a positive duration, or 0 for the default %v", r.ClaimMinIdle, DefaultClaimMinIdle))
+		errs = append(errs, invalid("StreamsOptions.ClaimMinIdle is %v; use a positive duration, or 0 for the default %v", r.ClaimMinIdle, DefaultClaimMinIdle))
 	}
 	if r.MaxLen < 0 {
-		errs = append(errs, fmt.Errorf("mbredis: StreamsOptions.MaxLen is %d; use a positive length, or 0 not to trim", r.MaxLen))
+		errs = append(errs, invalid("StreamsOptions.MaxLen is %d; use a positive length, or 0 not to trim", r.MaxLen))
 	}
 	if r.Block == 0 {
 		r.Block = DefaultBlock
@@ -173,7 +181,7 @@ var (
 func NewStreams(client redis.UniversalClient, opts *StreamsOptions) (*Streams, error) {
 	o, err := opts.withDefaults()
 	if client == nil {
-		err = errors.Join(errors.New("mbredis: NewStreams: client is nil; pass a *redis.Client, *redis.ClusterClient or other redis.UniversalClient"), err)
+		err = errors.Join(invalid("NewStreams: client is nil; pass a *redis.Client, *redis.ClusterClient or other redis.UniversalClient"), err)
 	}
 	if err != nil {
 		return nil, err
