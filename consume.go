@@ -52,7 +52,11 @@ type ConsumerOptions struct {
 	// Capabilities.ConsumerGroups. It is also the group of [InboxKey].
 	Group string
 	// Consumer names this consumer within its group; drivers that need
-	// one generate it when empty.
+	// one generate it when empty. A name must be unique among the live
+	// consumers of a group. A stable name per process lets a restarted
+	// consumer pick up what it received and did not acknowledge before
+	// (mbredis's Streams does so at once, instead of after the claim
+	// timeout).
 	Consumer string
 	// Start is where the group starts when Run's subscription creates it,
 	// that is, when the group does not exist on the broker yet (the first
