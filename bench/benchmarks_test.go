@@ -12,6 +12,8 @@ import (
 var sendVariants = []sendVariant{
 	{"mb", newSendMB},
 	{"direct", newSendDirect},
+	{"floor", newSendFloor},
+	{"floor-typeptr", newSendFloorPtr},
 	{"watermill", newSendWatermill},
 }
 
@@ -43,12 +45,14 @@ func publishVariants(subs int) []publishVariant {
 		{"mb", newPublishMB(subs)},
 		{"direct", newPublishDirect(subs)},
 		{"eventbus", newPublishEventBus(subs)},
+		{"eventbus-closure", newPublishEventBusClosure(subs)},
 	}
 }
 
 var sendParallelVariants = []sendVariant{
 	{"mb", newSendMB},
 	{"direct", newSendDirect},
+	{"floor", newSendFloor},
 }
 
 // parallelProcs are the GOMAXPROCS values BenchmarkSendParallel runs with,
