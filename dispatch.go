@@ -15,11 +15,12 @@ type dedupEntry struct {
 }
 
 // dedupSet is the (type, key) pairs dispatched in one cascade: a short
-// list on the stack, then a map once the list grows.
+// array on the stack, then a map once the array is full. It does not point
+// into itself, so that it stays on the stack of dispatch.
 type dedupSet struct {
-	buf  [4]dedupEntry
-	list []dedupEntry
-	m    map[dedupEntry]struct{}
+	n   int
+	buf [8]dedupEntry
+	m   map[dedupEntry]struct{}
 }
 
 // add records k and reports whether it is new.
@@ -31,19 +32,19 @@ func (s *dedupSet) add(k dedupEntry) bool {
 		s.m[k] = struct{}{}
 		return true
 	}
-	if s.list == nil {
-		s.list = s.buf[:0]
-	}
-	if slices.Contains(s.list, k) {
+	if slices.Contains(s.buf[:s.n], k) {
 		return false
 	}
-	s.list = append(s.list, k)
-	if len(s.list) > 16 {
-		s.m = make(map[dedupEntry]struct{}, 64)
-		for _, e := range s.list {
-			s.m[e] = struct{}{}
-		}
+	if s.n < len(s.buf) {
+		s.buf[s.n] = k
+		s.n++
+		return true
 	}
+	s.m = make(map[dedupEntry]struct{}, 4*len(s.buf))
+	for _, e := range s.buf {
+		s.m[e] = struct{}{}
+	}
+	s.m[k] = struct{}{}
 	return true
 }
 

@@ -361,6 +361,6 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 	for i := range recs {
 		first = append(first, &recs[i])
 	}
-	bus.dispatch(context.WithoutCancel(ctx), first, nil)
+	bus.dispatch(detached(ctx), first, nil)
 	return nil
 }

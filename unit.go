@@ -533,14 +533,14 @@ func (f *frame) finishRoot(x *frameExt, err error) error {
 	evs, hooks, err := f.endUnit(x, err)
 	if err != nil {
 		if len(evs) > 0 {
-			f.bus().dispatch(context.WithoutCancel(f.Context), evs, nil)
+			f.bus().dispatch(detached(f.Context), evs, nil)
 		}
 		return err
 	}
 	if len(evs) > 0 || len(hooks) > 0 {
 		// Committed: what follows must happen whatever becomes of the
 		// caller's context.
-		ctx := context.WithoutCancel(f.Context)
+		ctx := detached(f.Context)
 		if len(evs) > 0 {
 			f.bus().dispatch(ctx, evs, nil)
 		}
@@ -549,6 +549,18 @@ func (f *frame) finishRoot(x *frameExt, err error) error {
 		}
 	}
 	return nil
+}
+
+// detached returns ctx without its cancellation and deadline: ctx itself
+// when it has neither (a background context and its values), which
+// context.WithoutCancel would wrap for nothing.
+func detached(ctx context.Context) context.Context {
+	if ctx.Done() == nil {
+		if _, ok := ctx.Deadline(); !ok {
+			return ctx
+		}
+	}
+	return context.WithoutCancel(ctx)
 }
 
 // runAfter runs the after-commit hooks among hooks in registration order.
