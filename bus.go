@@ -141,8 +141,8 @@ func New(opts ...*Options) *Bus {
 	mustValid(o.Validate())
 	b := &Bus{opts: o.withDefaults()}
 	b.table.Store(&handlerTable{
-		commands: map[reflect.Type]*entry{},
-		queries:  map[reflect.Type]*entry{},
+		commands: map[typeKey]*entry{},
+		queries:  map[typeKey]*entry{},
 		mw:       b.opts.Middleware,
 	})
 	return b
@@ -182,8 +182,8 @@ func (b *Bus) Clone() *Bus {
 	c.opts.Middleware = slices.Clone(b.opts.Middleware)
 	old := b.table.Load() // an immutable snapshot
 	r := &handlerTable{
-		commands: make(map[reflect.Type]*entry, len(old.commands)),
-		queries:  make(map[reflect.Type]*entry, len(old.queries)),
+		commands: make(map[typeKey]*entry, len(old.commands)),
+		queries:  make(map[typeKey]*entry, len(old.queries)),
 		subs:     make([]*entry, len(old.subs)),
 		mw:       slices.Clip(old.mw),
 	}
@@ -256,14 +256,14 @@ func (b *Bus) report(ctx context.Context, err error) {
 // handlerTable is an immutable snapshot of a bus's handlers. Registration copies
 // it, so dispatch reads it without locking.
 type handlerTable struct {
-	commands map[reflect.Type]*entry
-	queries  map[reflect.Type]*entry // queries and stream queries
-	subs     []*entry                // event handlers in registration order
+	commands map[typeKey]*entry
+	queries  map[typeKey]*entry // queries and stream queries
+	subs     []*entry           // event handlers in registration order
 	mw       []Middleware
 	// events caches, per concrete event type, its type info and resolved
 	// handlers. It is copied on write: after warm-up, dispatch reads a
 	// plain map.
-	events atomic.Pointer[map[reflect.Type]*eventType]
+	events atomic.Pointer[map[typeKey]*eventType]
 }
 
 // eventType is what dispatch needs to know about one concrete event type.
@@ -274,8 +274,9 @@ type eventType struct {
 
 // eventType returns the cached eventType of t, resolving it on first use.
 func (b *Bus) eventType(r *handlerTable, t reflect.Type) *eventType {
+	k := keyOf(t)
 	if m := r.events.Load(); m != nil {
-		if et, ok := (*m)[t]; ok {
+		if et, ok := (*m)[k]; ok {
 			return et
 		}
 	}
@@ -285,19 +286,19 @@ func (b *Bus) eventType(r *handlerTable, t reflect.Type) *eventType {
 	}
 	for {
 		old := r.events.Load()
-		var m map[reflect.Type]*eventType
+		var m map[typeKey]*eventType
 		if old == nil {
-			m = make(map[reflect.Type]*eventType)
+			m = make(map[typeKey]*eventType)
 		} else {
-			if cur, ok := (*old)[t]; ok {
+			if cur, ok := (*old)[k]; ok {
 				return cur
 			}
-			m = make(map[reflect.Type]*eventType, len(*old)+1)
+			m = make(map[typeKey]*eventType, len(*old)+1)
 			for k, v := range *old {
 				m[k] = v
 			}
 		}
-		m[t] = et
+		m[k] = et
 		if r.events.CompareAndSwap(old, &m) {
 			return et
 		}
@@ -309,8 +310,8 @@ func (b *Bus) update(fn func(r *handlerTable) error) error {
 	defer b.mu.Unlock()
 	old := b.table.Load()
 	r := &handlerTable{
-		commands: make(map[reflect.Type]*entry, len(old.commands)+1),
-		queries:  make(map[reflect.Type]*entry, len(old.queries)+1),
+		commands: make(map[typeKey]*entry, len(old.commands)+1),
+		queries:  make(map[typeKey]*entry, len(old.queries)+1),
 		subs:     old.subs[:len(old.subs):len(old.subs)],
 		mw:       old.mw,
 	}

@@ -10,7 +10,7 @@ import (
 
 // dedupEntry is an event's type and DedupKey.
 type dedupEntry struct {
-	t   reflect.Type
+	t   typeKey
 	key string
 }
 
@@ -65,7 +65,7 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incoming
 	for i := 0; i < len(queue); i++ {
 		rec := queue[i]
 		queue[i] = nil // let handled events go
-		if rec.keyed && !seen.add(dedupEntry{rec.et.info.typ, rec.key}) {
+		if rec.keyed && !seen.add(dedupEntry{rec.et.info.key, rec.key}) {
 			continue
 		}
 		// Handlers were resolved when the event was recorded; resolve

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"reflect"
 	"sync"
+	"unsafe"
 )
 
 // Kind tells what sort of message a handler is handling.
@@ -184,16 +185,29 @@ func (m *meta) inherit(ctx context.Context, f *frame) {
 	}
 }
 
+// typeKey identifies a Go type in the handler tables: the address of its
+// type descriptor, the word a reflect.Type or an interface value holds.
+// Maps hash it as a plain pointer, where a reflect.Type key is hashed
+// through its interface. Type descriptors are never freed, so the address
+// stands for the type for the life of the program.
+type typeKey unsafe.Pointer
+
+// keyOf returns the typeKey of t.
+func keyOf(t reflect.Type) typeKey {
+	return typeKey((*[2]unsafe.Pointer)(unsafe.Pointer(&t))[1])
+}
+
 // typeInfo is what the bus knows about a message type; computed once per
 // type and bus.
 type typeInfo struct {
 	typ  reflect.Type
+	key  typeKey
 	name string
 	err  error // why values of this type cannot be messages, if they cannot
 }
 
 func newTypeInfo(t reflect.Type) *typeInfo {
-	ti := &typeInfo{typ: t, name: t.String()}
+	ti := &typeInfo{typ: t, key: keyOf(t), name: t.String()}
 	switch {
 	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
 		ti.err = invalidMessage("%s is a pointer; messages are struct values, use %s", t, t.Elem())

@@ -182,10 +182,11 @@ func (b *Bus) addSingle(e *entry) error {
 		if e.kind != KindCommand {
 			m = r.queries
 		}
-		if old, ok := m[e.msgType]; ok {
+		k := keyOf(e.msgType)
+		if old, ok := m[k]; ok {
 			return fmt.Errorf("%w: %s %s already handled by %s, cannot add %s", ErrDuplicateHandler, old.kind, e.name, old.handler, e.handler)
 		}
-		m[e.msgType] = e
+		m[k] = e
 		return nil
 	})
 }

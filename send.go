@@ -33,7 +33,7 @@ func (b *Bus) lookup(ctx context.Context, kind Kind, t reflect.Type) (*entry, er
 	if kind != KindCommand {
 		m = r.queries
 	}
-	e := m[t]
+	e := m[keyOf(t)]
 	if e == nil || e.kind != kind {
 		ti := b.typeInfo(t)
 		if ti.err != nil {
