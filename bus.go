@@ -266,9 +266,11 @@ type handlerTable struct {
 	events atomic.Pointer[map[typeKey]*eventType]
 }
 
-// eventType is what dispatch needs to know about one concrete event type.
+// eventType is what dispatch needs to know about one concrete event type,
+// as of one handler table.
 type eventType struct {
 	info     *typeInfo
+	table    *handlerTable // the table handlers were resolved against
 	handlers []*entry
 }
 
@@ -280,7 +282,7 @@ func (b *Bus) eventType(r *handlerTable, t reflect.Type) *eventType {
 			return et
 		}
 	}
-	et := &eventType{info: b.typeInfo(t)}
+	et := &eventType{info: b.typeInfo(t), table: r}
 	if et.info.err == nil {
 		et.handlers = r.handlersFor(t)
 	}

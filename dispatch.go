@@ -71,14 +71,14 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incoming
 		// Handlers were resolved when the event was recorded; resolve
 		// again only if registrations changed since.
 		et := rec.et
-		if rec.table != table {
+		if et.table != table {
 			et = b.eventType(table, et.info.typ)
 		}
 		hs := et.handlers
 		if len(hs) == 0 {
 			continue
 		}
-		if rec.depth > b.opts.MaxCascadeDepth {
+		if int(rec.depth) > b.opts.MaxCascadeDepth {
 			b.report(ctx, &HandlerError{
 				Kind: KindEvent, Name: rec.et.info.name, ID: rec.meta.ID(),
 				Err: fmt.Errorf("%w: depth %d, limit %d", ErrCascadeLimit, rec.depth, b.opts.MaxCascadeDepth),
@@ -212,8 +212,14 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 	if et.info.err != nil {
 		return []error{et.info.err}
 	}
-	rec := &eventRecord{value: v, et: et, table: table}
-	rec.meta.id, rec.meta.corr, rec.meta.causeID, rec.meta.wire = in.id, in.correlation, in.causation, &in
+	rec := &eventRecord{value: v, et: et}
+	rec.meta.wire = &in
+	if in.id != "" {
+		rec.meta.id.Store(&in.id)
+	}
+	if in.correlation != "" {
+		rec.meta.corr = &in.correlation
+	}
 	root := &incomingRoot{guard: guard}
 	b.dispatch(ctx, []*eventRecord{rec}, root)
 	return root.errs

@@ -4,7 +4,8 @@ import (
 	"context"
 	"maps"
 	"reflect"
-	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -69,16 +70,7 @@ func (m *Message) CausationID() string { return m.meta.causation() }
 
 // Metadata returns a copy of the message's identity.
 func (m *Message) Metadata() Metadata {
-	return Metadata{
-		Kind:          m.Kind,
-		Name:          m.Name,
-		Handler:       m.Handler,
-		ID:            m.meta.ID(),
-		CorrelationID: m.meta.correlation(),
-		CausationID:   m.meta.causation(),
-		Source:        m.meta.source(),
-		Extensions:    m.meta.extensions(),
-	}
+	return m.meta.metadata(m.Kind, m.Name, m.Handler)
 }
 
 // Metadata is the identity of the message being handled; see [MetadataFrom].
@@ -107,7 +99,8 @@ func MetadataFrom(ctx context.Context) (Metadata, bool) {
 	if f == nil {
 		return Metadata{}, false
 	}
-	return f.msg().Metadata(), true
+	kind, name := f.describe()
+	return f.meta().metadata(kind, name, f.e.handler), true
 }
 
 type correlationKey struct{}
@@ -117,39 +110,73 @@ type correlationKey struct{}
 // request id of an incoming HTTP request. Inside a handler the correlation id
 // of the message being handled takes precedence.
 func WithCorrelationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, correlationKey{}, id)
+	return context.WithValue(ctx, correlationKey{}, &id)
 }
 
-// meta is the identity of one message. The id is generated lazily so that a
-// command nobody asks about costs no clock read and no allocation.
-type meta struct {
-	once    sync.Once
-	id      string
-	corr    string    // explicit correlation id, "" to derive it
-	causeID string    // explicit causation id, used when cause is nil
-	cause   *meta     // the message whose handler produced this one
-	wire    *incoming // for events that arrived from a transport
-}
-
-func (m *meta) ID() string {
-	m.once.Do(m.generate)
-	return m.id
-}
-
-func (m *meta) generate() {
-	if m.id == "" {
-		m.id = NewID()
+// correlationFrom returns the correlation id ctx carries from
+// WithCorrelationID, or nil.
+func correlationFrom(ctx context.Context) *string {
+	if id, ok := ctx.Value(correlationKey{}).(*string); ok && *id != "" {
+		return id
 	}
+	return nil
+}
+
+// meta is the identity of one message, kept to four words because every
+// unit of work and every event record holds one. The id is generated
+// lazily so that a message nobody asks about costs no clock read and no
+// allocation.
+type meta struct {
+	id    atomic.Pointer[string] // set on first use, or at once for an event that arrived with one
+	corr  *string                // explicit correlation id, nil to derive it
+	cause *meta                  // the message whose handler produced this one
+	wire  *incoming              // for events that arrived from a transport
+}
+
+// generatedID is a generated id and the bytes it is made of: one
+// allocation.
+type generatedID struct {
+	s string
+	b [idLen]byte
+}
+
+// ID returns m's id, generating it on first use. Safe for concurrent use:
+// racing callers agree on one id.
+func (m *meta) ID() string {
+	if id := m.id.Load(); id != nil {
+		return *id
+	}
+	g := new(generatedID)
+	formatIDTo(&g.b, newIDBytes(time.Now()))
+	g.s = unsafe.String(&g.b[0], len(g.b))
+	if m.id.CompareAndSwap(nil, &g.s) {
+		return g.s
+	}
+	return *m.id.Load()
 }
 
 func (m *meta) correlation() string {
-	if m.corr != "" {
-		return m.corr
+	if m.corr != nil {
+		return *m.corr
 	}
 	if m.cause != nil {
 		return m.cause.correlation()
 	}
 	return m.ID()
+}
+
+// metadata returns m with the rest of a message's identity.
+func (m *meta) metadata(kind Kind, name, handler string) Metadata {
+	return Metadata{
+		Kind:          kind,
+		Name:          name,
+		Handler:       handler,
+		ID:            m.ID(),
+		CorrelationID: m.correlation(),
+		CausationID:   m.causation(),
+		Source:        m.source(),
+		Extensions:    m.extensions(),
+	}
 }
 
 func (m *meta) source() string {
@@ -170,19 +197,20 @@ func (m *meta) causation() string {
 	if m.cause != nil {
 		return m.cause.ID()
 	}
-	return m.causeID
+	if m.wire != nil {
+		return m.wire.causation
+	}
+	return ""
 }
 
 // inherit links m to whatever message ctx is handling, or to a correlation
 // id put there with WithCorrelationID.
 func (m *meta) inherit(ctx context.Context, f *frame) {
 	if f != nil {
-		m.cause = f.msg().meta
+		m.cause = f.meta()
 		return
 	}
-	if id, ok := ctx.Value(correlationKey{}).(string); ok {
-		m.corr = id
-	}
+	m.corr = correlationFrom(ctx)
 }
 
 // typeKey identifies a Go type in the handler tables: the address of its

@@ -95,7 +95,7 @@ func callChain(f *frame, body any) (out any, err error) {
 			err = newPanicError(p)
 		}
 	}()
-	m := f.msg()
+	m := f.message()
 	m.Body = body
 	return f.e.chain.Handle(f, m)
 }
@@ -345,7 +345,7 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 	}
 	var cause *meta
 	if f != nil {
-		cause = f.msg().meta
+		cause = f.meta()
 	}
 	recs, err := newRecords(bus, events, cause)
 	if err != nil {
