@@ -52,12 +52,14 @@ func (s *dedupSet) add(k dedupEntry) bool {
 // emit, breadth-first: each event's handlers run before the next event's,
 // and events emitted by handlers join the end of the queue. An event whose
 // type and DedupKey were already dispatched in this cascade is skipped.
-// first is only read.
+// first is only read. frames0, if not nil, are the frames for the
+// handlers of first[0], allocated with it (newRecord); dispatch allocates
+// the others.
 //
 // With root set, the first event is one that arrived from a transport: its
 // handlers run behind root.guard and their errors are collected in
 // root.errs instead of being reported.
-func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incomingRoot) {
+func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, frames0 []frame, root *incomingRoot) {
 	table := b.table.Load()
 	var seen dedupSet
 	var buf [8]*eventRecord
@@ -91,7 +93,10 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incoming
 			guard = root.guard
 			fail = func(_ context.Context, err error) { root.errs = append(root.errs, err) }
 		}
-		frames := make([]frame, len(hs))
+		frames := frames0
+		if i != 0 || len(frames) != len(hs) {
+			frames = make([]frame, len(hs))
+		}
 		if b.opts.EventConcurrency <= 1 || len(hs) == 1 {
 			for j, h := range hs {
 				evs, err := b.runEvent(ctx, &frames[j], h, rec, guard)
@@ -181,7 +186,9 @@ func callGuard(ctx context.Context, g guardFunc, h *entry) (ok bool, err error) 
 	return g(ctx, h)
 }
 
-// incoming is the identity of an event that arrived from a transport.
+// incoming is the identity of an event that arrived from a transport. A
+// context given a correlation id (WithCorrelationID) carries one with only
+// that set.
 type incoming struct {
 	id, correlation, causation, source string
 	extensions                         map[string]string
@@ -212,15 +219,13 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 	if et.info.err != nil {
 		return []error{et.info.err}
 	}
-	rec := &eventRecord{value: v, et: et}
-	rec.meta.wire = &in
+	recs, frames := newRecord(et)
+	rec := &recs[0]
+	rec.value, rec.et, rec.meta.given = v, et, &in
 	if in.id != "" {
 		rec.meta.id.Store(&in.id)
 	}
-	if in.correlation != "" {
-		rec.meta.corr = &in.correlation
-	}
 	root := &incomingRoot{guard: guard}
-	b.dispatch(ctx, []*eventRecord{rec}, root)
+	b.dispatch(ctx, []*eventRecord{rec}, frames, root)
 	return root.errs
 }

@@ -110,27 +110,29 @@ type correlationKey struct{}
 // request id of an incoming HTTP request. Inside a handler the correlation id
 // of the message being handled takes precedence.
 func WithCorrelationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, correlationKey{}, &id)
+	return context.WithValue(ctx, correlationKey{}, &incoming{correlation: id})
 }
 
-// correlationFrom returns the correlation id ctx carries from
-// WithCorrelationID, or nil.
-func correlationFrom(ctx context.Context) *string {
-	if id, ok := ctx.Value(correlationKey{}).(*string); ok && *id != "" {
-		return id
+// correlationFrom returns the identity that carries the correlation id ctx
+// was given with WithCorrelationID, or nil.
+func correlationFrom(ctx context.Context) *incoming {
+	if in, ok := ctx.Value(correlationKey{}).(*incoming); ok && in.correlation != "" {
+		return in
 	}
 	return nil
 }
 
-// meta is the identity of one message, kept to four words because every
+// meta is the identity of one message, kept to three words because every
 // unit of work and every event record holds one. The id is generated
 // lazily so that a message nobody asks about costs no clock read and no
 // allocation.
 type meta struct {
 	id    atomic.Pointer[string] // set on first use, or at once for an event that arrived with one
-	corr  *string                // explicit correlation id, nil to derive it
 	cause *meta                  // the message whose handler produced this one
-	wire  *incoming              // for events that arrived from a transport
+	// given is the identity given from outside this process's handlers:
+	// that of an event that arrived from a transport, or only the
+	// correlation id of a context (WithCorrelationID). Nil for others.
+	given *incoming
 }
 
 // generatedID is a generated id and the bytes it is made of: one
@@ -156,8 +158,8 @@ func (m *meta) ID() string {
 }
 
 func (m *meta) correlation() string {
-	if m.corr != nil {
-		return *m.corr
+	if m.given != nil && m.given.correlation != "" {
+		return m.given.correlation
 	}
 	if m.cause != nil {
 		return m.cause.correlation()
@@ -180,25 +182,25 @@ func (m *meta) metadata(kind Kind, name, handler string) Metadata {
 }
 
 func (m *meta) source() string {
-	if m.wire == nil {
+	if m.given == nil {
 		return ""
 	}
-	return m.wire.source
+	return m.given.source
 }
 
 func (m *meta) extensions() map[string]string {
-	if m.wire == nil || len(m.wire.extensions) == 0 {
+	if m.given == nil || len(m.given.extensions) == 0 {
 		return nil
 	}
-	return maps.Clone(m.wire.extensions)
+	return maps.Clone(m.given.extensions)
 }
 
 func (m *meta) causation() string {
 	if m.cause != nil {
 		return m.cause.ID()
 	}
-	if m.wire != nil {
-		return m.wire.causation
+	if m.given != nil {
+		return m.given.causation
 	}
 	return ""
 }
@@ -210,7 +212,7 @@ func (m *meta) inherit(ctx context.Context, f *frame) {
 		m.cause = f.meta()
 		return
 	}
-	m.corr = correlationFrom(ctx)
+	m.given = correlationFrom(ctx)
 }
 
 // typeKey identifies a Go type in the handler tables: the address of its

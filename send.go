@@ -347,9 +347,24 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 	if f != nil {
 		cause = f.meta()
 	}
-	recs, err := newRecords(bus, events, cause)
-	if err != nil {
-		return err
+	var recs []eventRecord
+	var frames []frame
+	if len(events) == 1 {
+		// The common case: one event, often with one handler, whose
+		// record and frame then come in one allocation.
+		et, err := bus.eventFor(bus.table.Load(), events[0])
+		if err != nil {
+			return err
+		}
+		recs, frames = newRecord(et)
+		r := &recs[0]
+		r.value, r.et, r.meta.cause = events[0], et, cause
+		r.key, r.keyed, r.keep = eventKeys(r.value)
+	} else {
+		recs = make([]eventRecord, len(events))
+		if err := fillRecords(bus, bus.table.Load(), recs, events, cause); err != nil {
+			return err
+		}
 	}
 	if f == nil {
 		for i := range recs {
@@ -361,6 +376,6 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 	for i := range recs {
 		first = append(first, &recs[i])
 	}
-	bus.dispatch(detached(ctx), first, nil)
+	bus.dispatch(detached(ctx), first, frames, nil)
 	return nil
 }

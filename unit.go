@@ -655,7 +655,7 @@ func (f *frame) finishRoot(x *frameExt, err error) error {
 	evs, hooks, err := f.endUnit(x, err)
 	if err != nil {
 		if len(evs) > 0 {
-			f.bus().dispatch(detached(f.Context), evs, nil)
+			f.bus().dispatch(detached(f.Context), evs, nil, nil)
 		}
 		return err
 	}
@@ -664,7 +664,7 @@ func (f *frame) finishRoot(x *frameExt, err error) error {
 		// caller's context.
 		ctx := detached(f.Context)
 		if len(evs) > 0 {
-			f.bus().dispatch(ctx, evs, nil)
+			f.bus().dispatch(ctx, evs, nil, nil)
 		}
 		if len(hooks) > 0 {
 			f.bus().runAfter(ctx, hooks)
@@ -721,8 +721,9 @@ func (f *frame) emit(events []any) error {
 		return f.emitOne(x, events[0])
 	}
 	u := x.unit
-	recs, err := newRecords(f.bus(), events, x.meta)
-	if err != nil {
+	b := f.bus()
+	recs := make([]eventRecord, len(events))
+	if err := fillRecords(b, b.table.Load(), recs, events, x.meta); err != nil {
 		return err
 	}
 	u.mu.Lock()
@@ -769,14 +770,13 @@ func (f *frame) emitClosed() error {
 	return fmt.Errorf("%w: the handler of %s %s has already returned", ErrNoUnitOfWork, kind, name)
 }
 
-// newRecords validates events and makes their records in one allocation.
-func newRecords(b *Bus, events []any, cause *meta) ([]eventRecord, error) {
-	table := b.table.Load()
-	recs := make([]eventRecord, len(events))
+// fillRecords validates events and makes recs, zero records of the same
+// length, theirs, resolved against table and caused by cause.
+func fillRecords(b *Bus, table *handlerTable, recs []eventRecord, events []any, cause *meta) error {
 	for i, v := range events {
 		et, err := b.eventFor(table, v)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		recs[i].value, recs[i].et, recs[i].meta.cause = v, et, cause
 	}
@@ -786,7 +786,25 @@ func newRecords(b *Bus, events []any, cause *meta) ([]eventRecord, error) {
 		r := &recs[i]
 		r.key, r.keyed, r.keep = eventKeys(r.value)
 	}
-	return recs, nil
+	return nil
+}
+
+// recordAndFrame is the record of an event with one handler and the frame
+// that handler runs with: one allocation.
+type recordAndFrame struct {
+	rec   [1]eventRecord
+	frame [1]frame
+}
+
+// newRecord returns a zero record for an event of type et, in a slice of
+// one, and the frames its handlers run with when it can allocate them
+// with it (an event with one handler), nil otherwise.
+func newRecord(et *eventType) ([]eventRecord, []frame) {
+	if len(et.handlers) != 1 {
+		return make([]eventRecord, 1), nil
+	}
+	rf := &recordAndFrame{}
+	return rf.rec[:], rf.frame[:]
 }
 
 // eventFor returns the eventType of event v resolved against table, or
