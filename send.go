@@ -18,33 +18,46 @@ func msgType[M any](m M) reflect.Type {
 	return t
 }
 
+// lookup returns the handler of kind for messages of type t.
 func (b *Bus) lookup(ctx context.Context, kind Kind, t reflect.Type) (*entry, error) {
-	if b == nil {
-		return nil, fmt.Errorf("%w: nil *Bus", ErrInvalidArgument)
+	var e *entry
+	if b != nil && ctx != nil && t != nil {
+		if e = b.handlerOf(kind, t); e != nil && e.kind == kind {
+			return e, nil
+		}
 	}
-	if ctx == nil {
-		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
-	}
-	if t == nil {
-		return nil, fmt.Errorf("%w: nil %s", ErrInvalidMessage, kind)
-	}
+	return nil, b.lookupError(ctx, kind, t, e)
+}
+
+// handlerOf returns the command handler of t for KindCommand, its query or
+// stream handler for the others, or nil.
+func (b *Bus) handlerOf(kind Kind, t reflect.Type) *entry {
 	r := b.table.Load()
-	m := r.commands
-	if kind != KindCommand {
-		m = r.queries
+	if kind == KindCommand {
+		return r.commands[keyOf(t)]
 	}
-	e := m[keyOf(t)]
-	if e == nil || e.kind != kind {
-		ti := b.typeInfo(t)
-		if ti.err != nil {
-			return nil, ti.err
-		}
-		if e != nil {
-			return nil, fmt.Errorf("%w for %s %s (it has a %s handler)", ErrNoHandler, kind, ti.name, e.kind)
-		}
-		return nil, fmt.Errorf("%w for %s %s", ErrNoHandler, kind, ti.name)
+	return r.queries[keyOf(t)]
+}
+
+// lookupError is the error of a lookup that found no handler of kind, but
+// e, if not nil, of another kind.
+func (b *Bus) lookupError(ctx context.Context, kind Kind, t reflect.Type, e *entry) error {
+	switch {
+	case b == nil:
+		return fmt.Errorf("%w: nil *Bus", ErrInvalidArgument)
+	case ctx == nil:
+		return fmt.Errorf("%w: nil context", ErrInvalidArgument)
+	case t == nil:
+		return fmt.Errorf("%w: nil %s", ErrInvalidMessage, kind)
 	}
-	return e, nil
+	ti := b.typeInfo(t)
+	if ti.err != nil {
+		return ti.err
+	}
+	if e != nil {
+		return fmt.Errorf("%w for %s %s (it has a %s handler)", ErrNoHandler, kind, ti.name, e.kind)
+	}
+	return fmt.Errorf("%w for %s %s", ErrNoHandler, kind, ti.name)
 }
 
 func checkResult(e *entry, want reflect.Type) error {
@@ -70,9 +83,19 @@ func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 	return newFrame(ctx, e), nil
 }
 
+// finish ends the frame of a command handler that returned err; see
+// finishRoot and finishNested.
 func (f *frame) finish(err error) error {
 	x := f.x.Load()
-	if x != nil && x.parent != nil {
+	if x == nil {
+		// The common case, as in endUnit: a root frame whose handler
+		// recorded nothing.
+		f.state.Store(frameDone)
+		if x = f.x.Load(); x == nil {
+			return err
+		}
+	}
+	if x.parent != nil {
 		return f.finishNested(x, err)
 	}
 	return f.finishRoot(x, err)
