@@ -83,6 +83,17 @@ func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 	return newFrame(ctx, e), nil
 }
 
+// pooledRoot reports whether a command of handler e sent with ctx runs
+// with a pooled context: e is pooled, and ctx belongs to no unit of work
+// of b that the command would join.
+func (b *Bus) pooledRoot(ctx context.Context, e *entry) bool {
+	if e.pool == nil {
+		return false
+	}
+	outer := frameFrom(ctx)
+	return outer == nil || outer.bus() != b || !outer.hasUnit()
+}
+
 // finish ends the frame of a command handler that returned err; see
 // finishRoot and finishNested.
 func (f *frame) finish(err error) error {
@@ -166,6 +177,13 @@ func Send[R, C any](ctx context.Context, bus *Bus, cmd C) (R, error) {
 		if err := checkResult(e, reflect.TypeFor[R]()); err != nil {
 			return zero, err
 		}
+	} else if bus.pooledRoot(ctx, e) {
+		pf, pctx := e.pooledContext(ctx)
+		res, err := callTyped(pctx, fn, cmd)
+		if err = pf.end(err); err != nil {
+			return zero, err
+		}
+		return res, nil
 	}
 	f, err := bus.openCommand(ctx, e)
 	if err != nil {
@@ -194,11 +212,17 @@ func Exec[C any](ctx context.Context, bus *Bus, cmd C) error {
 	if err != nil {
 		return err
 	}
+	fn, fast := e.fn.(func(context.Context, C) error)
+	fast = fast && e.direct
+	if fast && bus.pooledRoot(ctx, e) {
+		pf, pctx := e.pooledContext(ctx)
+		return pf.end(callErr(pctx, fn, cmd))
+	}
 	f, err := bus.openCommand(ctx, e)
 	if err != nil {
 		return err
 	}
-	if fn, ok := e.fn.(func(context.Context, C) error); ok && e.direct {
+	if fast {
 		err = callErr(f, fn, cmd)
 	} else {
 		_, err = callChain(f, cmd)
@@ -230,6 +254,12 @@ func Query[R, Q any](ctx context.Context, bus *Bus, q Q) (R, error) {
 		if err := checkResult(e, reflect.TypeFor[R]()); err != nil {
 			return zero, err
 		}
+	}
+	if fast && e.pool != nil {
+		pf, pctx := e.pooledContext(ctx)
+		res, err := callTyped(pctx, fn, q)
+		_ = pf.end(nil) // a query frame has no unit to end
+		return res, err
 	}
 	f := newFrame(ctx, e)
 	if fast {

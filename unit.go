@@ -25,7 +25,10 @@ package mb
 // frames). A unit keeps room for its first event record (unit.first), so a
 // handler that emits one event allocates its unitExt and nothing more; the
 // transaction's state (txState) and the hooks (hookList) are allocated
-// only when a unit has them.
+// only when a unit has them. A root Send or a Query of a handler
+// registered WithPooledContext runs with a context reused from call to
+// call instead (pooledFrame, in pooled.go), which allocates an ordinary
+// frame for its call only when mb is reached through it.
 //
 // Locks. unit.mu guards the events, hooks and frame states of a unit; it
 // is held only for short bookkeeping, never while user code runs or I/O

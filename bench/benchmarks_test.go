@@ -11,6 +11,7 @@ import (
 
 var sendVariants = []sendVariant{
 	{"mb", newSendMB},
+	{"mb-pooled", newSendMBPooled},
 	{"direct", newSendDirect},
 	{"floor", newSendFloor},
 	{"floor-typeptr", newSendFloorPtr},
@@ -51,6 +52,7 @@ func publishVariants(subs int) []publishVariant {
 
 var sendParallelVariants = []sendVariant{
 	{"mb", newSendMB},
+	{"mb-pooled", newSendMBPooled},
 	{"direct", newSendDirect},
 	{"floor", newSendFloor},
 }

@@ -218,6 +218,14 @@ func newSendMB(testing.TB) sendFunc {
 	return mbSender(bus)
 }
 
+// newSendMBPooled registers createUser with mb.WithPooledContext: it does
+// not keep its context.
+func newSendMBPooled(testing.TB) sendFunc {
+	bus := newBus(&mb.Options{})
+	mb.HandleCommand(bus, createUser, mb.WithPooledContext())
+	return mbSender(bus)
+}
+
 func newSendDirect(testing.TB) sendFunc { return createUser }
 
 // The floor: the least a typed bus has to do to reach the handler
