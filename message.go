@@ -230,14 +230,20 @@ func keyOf(t reflect.Type) typeKey {
 // typeInfo is what the bus knows about a message type; computed once per
 // type and bus.
 type typeInfo struct {
-	typ  reflect.Type
-	key  typeKey
-	name string
-	err  error // why values of this type cannot be messages, if they cannot
+	typ   reflect.Type
+	key   typeKey
+	name  string
+	keyed bool  // it has a DedupKey method
+	keeps bool  // it has a DispatchOnRollback method
+	err   error // why values of this type cannot be messages, if they cannot
 }
 
 func newTypeInfo(t reflect.Type) *typeInfo {
-	ti := &typeInfo{typ: t, key: keyOf(t), name: t.String()}
+	ti := &typeInfo{
+		typ: t, key: keyOf(t), name: t.String(),
+		keyed: t.Implements(reflect.TypeFor[dedupKeyer]()),
+		keeps: t.Implements(reflect.TypeFor[rollbackKeeper]()),
+	}
 	switch {
 	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
 		ti.err = invalidMessage("%s is a pointer; messages are struct values, use %s", t, t.Elem())

@@ -412,7 +412,7 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 		recs, frames = newRecord(et)
 		r := &recs[0]
 		r.value, r.et, r.meta.cause = events[0], et, cause
-		r.key, r.keyed, r.keep = eventKeys(r.value)
+		r.key, r.keyed, r.keep = eventKeys(et, r.value)
 	} else {
 		recs = make([]eventRecord, len(events))
 		if err := fillRecords(bus, bus.table.Load(), recs, events, cause); err != nil {

@@ -749,7 +749,7 @@ func (f *frame) emitOne(x *frameExt, v any) error {
 	if err != nil {
 		return err
 	}
-	key, keyed, keep := eventKeys(v)
+	key, keyed, keep := eventKeys(et, v)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if !f.isOpen(u) {
@@ -787,7 +787,7 @@ func fillRecords(b *Bus, table *handlerTable, recs []eventRecord, events []any, 
 	// the user's code.
 	for i := range recs {
 		r := &recs[i]
-		r.key, r.keyed, r.keep = eventKeys(r.value)
+		r.key, r.keyed, r.keep = eventKeys(r.et, r.value)
 	}
 	return nil
 }
@@ -823,14 +823,19 @@ func (b *Bus) eventFor(table *handlerTable, v any) (*eventType, error) {
 	return et, nil
 }
 
+type (
+	dedupKeyer     interface{ DedupKey() string }
+	rollbackKeeper interface{ DispatchOnRollback() bool }
+)
+
 // eventKeys calls the optional DedupKey and DispatchOnRollback methods of
-// event v.
-func eventKeys(v any) (key string, keyed, keep bool) {
-	if d, ok := v.(interface{ DedupKey() string }); ok {
-		key, keyed = d.DedupKey(), true
+// event v, of type et, if its type has them.
+func eventKeys(et *eventType, v any) (key string, keyed, keep bool) {
+	if et.info.keyed {
+		key, keyed = v.(dedupKeyer).DedupKey(), true
 	}
-	if k, ok := v.(interface{ DispatchOnRollback() bool }); ok {
-		keep = k.DispatchOnRollback()
+	if et.info.keeps {
+		keep = v.(rollbackKeeper).DispatchOnRollback()
 	}
 	return key, keyed, keep
 }
