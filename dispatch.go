@@ -59,7 +59,7 @@ func (s *dedupSet) add(k dedupEntry) bool {
 // With root set, the first event is one that arrived from a transport: its
 // handlers run behind root.guard and their errors are collected in
 // root.errs instead of being reported.
-func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, frames0 []frame, root *incomingRoot) {
+func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, frames0 []eventFrame, root *incomingRoot) {
 	table := b.table.Load()
 	var seen dedupSet
 	var buf [8]*eventRecord
@@ -95,7 +95,7 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, frames0 []fram
 		}
 		frames := frames0
 		if i != 0 || len(frames) != len(hs) {
-			frames = make([]frame, len(hs))
+			frames = make([]eventFrame, len(hs))
 		}
 		if b.opts.EventConcurrency <= 1 || len(hs) == 1 {
 			for j, h := range hs {
@@ -119,7 +119,7 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, frames0 []fram
 
 // runConcurrently runs the handlers hs of rec, at most EventConcurrency at
 // once, and returns what each emitted and its error, in handler order.
-func (b *Bus) runConcurrently(ctx context.Context, frames []frame, hs []*entry, rec *eventRecord, guard guardFunc) ([][]*eventRecord, []error) {
+func (b *Bus) runConcurrently(ctx context.Context, frames []eventFrame, hs []*entry, rec *eventRecord, guard guardFunc) ([][]*eventRecord, []error) {
 	emitted := make([][]*eventRecord, len(hs))
 	errs := make([]error, len(hs))
 	sem := make(chan struct{}, b.opts.EventConcurrency)
@@ -146,13 +146,14 @@ type guardFunc func(ctx context.Context, h *entry) (bool, error)
 // events it emitted, or its failure as a *HandlerError with the events
 // that are dispatched even so (DispatchOnRollback). guard, if not nil, may
 // skip the handler.
-func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord, guard guardFunc) ([]*eventRecord, error) {
+func (b *Bus) runEvent(ctx context.Context, ef *eventFrame, h *entry, rec *eventRecord, guard guardFunc) ([]*eventRecord, error) {
 	if d := b.opts.EventTimeout; d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	f.Context, f.e, f.rec = ctx, h, rec
+	f := &ef.frame
+	f.Context, f.e, ef.rec = ctx, h, rec
 	run, err := true, error(nil)
 	if guard != nil {
 		run, err = callGuard(f, guard, h)

@@ -101,10 +101,10 @@ func (f *frame) finish(err error) error {
 	if x == nil {
 		// The common case, as in endUnit: a root frame whose handler
 		// recorded nothing.
-		f.state.Store(frameDone)
-		if x = f.x.Load(); x == nil {
+		if f.x.CompareAndSwap(nil, &doneExt) {
 			return err
 		}
+		x = f.x.Load()
 	}
 	if x.parent != nil {
 		return f.finishNested(x, err)
@@ -401,7 +401,7 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 		cause = f.meta()
 	}
 	var recs []eventRecord
-	var frames []frame
+	var frames []eventFrame
 	if len(events) == 1 {
 		// The common case: one event, often with one handler, whose
 		// record and frame then come in one allocation.

@@ -36,8 +36,9 @@ package mb
 // savepoints and the end of the unit's transaction; it is held during
 // Begin and Savepoint calls. The two are never held together: txFor and
 // endUnit take mu, release it, then take txState.mu. A frame's extension
-// is published with an atomic compare-and-swap (frame.ext), and its state
-// with an atomic store, so that the common path takes no lock.
+// is published with an atomic compare-and-swap (frame.ext); a frame that
+// ends without one is marked done with another (doneExt), so that the
+// common path takes no lock.
 
 import (
 	"context"
@@ -47,22 +48,50 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 type frameKey struct{}
 
-const frameDone = 1
-
 // frame is the context a handler runs with. It is a context.Context itself
-// and is kept to 48 bytes: a command that records nothing costs this one
+// and is kept to 32 bytes: a command that records nothing costs this one
 // allocation. Everything else a handler may need (its message, identity and
-// unit of work) lives in a frameExt created on first use.
+// unit of work) lives in a frameExt created on first use. The frame of an
+// event handler is the first field of an eventFrame (see record).
 type frame struct {
 	context.Context
-	e     *entry       // the handler being run
-	rec   *eventRecord // for event handlers: the event being handled
-	x     atomic.Pointer[frameExt]
-	state atomic.Uint32 // frameDone once the handler has returned
+	e *entry // the handler being run
+	// x is the extension: nil while there is none and the handler runs,
+	// &doneExt once the handler has returned without one.
+	x atomic.Pointer[frameExt]
+}
+
+// eventFrame is the frame of an event handler, with the event it handles.
+type eventFrame struct {
+	frame
+	rec *eventRecord
+}
+
+// doneExt marks a frame whose handler returned before it had an
+// extension. It is never written.
+var doneExt frameExt
+
+// record returns the event f's handler handles, nil for a command or
+// query handler. Every frame of an event handler is the first field of an
+// eventFrame (dispatch, recordAndFrame, nestTry), which makes the
+// conversion valid.
+func (f *frame) record() *eventRecord {
+	if f.e.kind != KindEvent {
+		return nil
+	}
+	return (*eventFrame)(unsafe.Pointer(f)).rec
+}
+
+// done reports whether f's handler has returned. For a frame with an
+// extension in a unit, call it with the unit's mu held.
+func (f *frame) done() bool {
+	x := f.x.Load()
+	return x == &doneExt || x != nil && x.done
 }
 
 // frameExt is the part of a frame that is created when first needed: at
@@ -73,7 +102,8 @@ type frameExt struct {
 	parent *frame   // the enclosing frame of the same unit, nil for a unit's root
 	meta   *meta    // the message's identity: own, the event's, or a Retry try's outer frame's
 	msg    *Message // what middleware sees; nil until callChain needs it
-	sp     int      // the savepoint a nested frame set (spName), 0 for none
+	sp     int32    // the savepoint a nested frame set (spName), 0 for none
+	done   bool     // the handler has returned; guarded by unit.mu
 	own    meta     // the identity of a command or query
 }
 
@@ -90,9 +120,10 @@ type unitExtMsg struct {
 	m Message
 }
 
-// nestedFrame is a frame nested in another's unit, with its extension.
+// nestedFrame is a frame nested in another's unit, with its extension. It
+// is an eventFrame so that a Retry try of an event handler has its event.
 type nestedFrame struct {
-	frame
+	eventFrame
 	ext frameExt
 	m   Message
 }
@@ -123,31 +154,35 @@ func (f *frame) hasUnit() bool { return f.e.kind == KindCommand || f.e.kind == K
 // event, the name of the event's own type, whatever the handler
 // subscribed to.
 func (f *frame) describe() (Kind, string) {
-	if f.rec != nil {
-		return KindEvent, f.rec.et.info.name
+	if rec := f.record(); rec != nil {
+		return KindEvent, rec.et.info.name
 	}
 	return f.e.kind, f.e.name
 }
 
 // meta returns the identity of the message f handles.
 func (f *frame) meta() *meta {
-	if f.rec != nil {
-		return &f.rec.meta
+	if rec := f.record(); rec != nil {
+		return &rec.meta
 	}
 	return f.ext().meta
 }
 
 // ext returns f's extension, creating it on first use. Safe for concurrent
-// use: the handler's goroutines may race to create it; one wins.
+// use: the handler's goroutines may race to create it; one wins. Made
+// after the handler returned, it is done: it records nothing.
 func (f *frame) ext() *frameExt {
-	if x := f.x.Load(); x != nil {
-		return x
+	for {
+		x := f.x.Load()
+		if x != nil && x != &doneExt {
+			return x
+		}
+		nx := f.newExt()
+		nx.done = x == &doneExt
+		if f.x.CompareAndSwap(x, nx) {
+			return nx
+		}
 	}
-	x := f.newExt()
-	if f.x.CompareAndSwap(nil, x) {
-		return x
-	}
-	return f.x.Load()
 }
 
 func (f *frame) newExt() *frameExt {
@@ -173,9 +208,9 @@ func (f *frame) initUnitExt(ux *unitExt) *frameExt {
 // initExt fills the zero x (its unit and msg set, if any) for f and
 // returns it.
 func (f *frame) initExt(x *frameExt) *frameExt {
-	if f.rec != nil {
-		x.unit.depth = f.rec.depth + 1
-		x.meta = &f.rec.meta
+	if rec := f.record(); rec != nil {
+		x.unit.depth = rec.depth + 1
+		x.meta = &rec.meta
 	} else {
 		x.meta = &x.own
 		x.own.inherit(f.Context, frameFrom(f.Context))
@@ -262,7 +297,7 @@ func (f *frame) isOpen(u *unit) bool {
 		return false
 	}
 	for p := f; p != nil; p = parentOf(p) {
-		if p.state.Load() == frameDone {
+		if p.done() {
 			return false
 		}
 	}
@@ -290,7 +325,7 @@ type txState struct {
 	tx    Tx
 	err   error // why the transaction could not begin; fails the unit
 	ended bool  // the unit has ended: no transaction may begin
-	spSeq int
+	spSeq int32
 }
 
 // hookList is the hooks of a unit in registration order, with room for
@@ -396,7 +431,7 @@ func txGone(ended bool) error {
 }
 
 // spName is the name of savepoint n.
-func spName(n int) string { return "mb_sp_" + strconv.Itoa(n) }
+func spName(n int32) string { return "mb_sp_" + strconv.Itoa(int(n)) }
 
 // savepoint sets the savepoint of the nested frame f. Call with ts.mu
 // held.
@@ -427,7 +462,7 @@ func nestSend(ctx context.Context, outer *frame, e *entry) (*frame, bool, error)
 func nestTry(ctx context.Context, outer *frame) (*frame, bool, error) {
 	nf := &nestedFrame{}
 	f, x := &nf.frame, &nf.ext
-	f.Context, f.e, f.rec = ctx, outer.e, outer.rec
+	f.Context, f.e, nf.rec = ctx, outer.e, outer.record()
 	ox := outer.ext()
 	x.meta, x.msg = ox.meta, ox.msg
 	return nf.open(outer)
@@ -486,7 +521,7 @@ func (f *frame) finishNested(x *frameExt, err error) error {
 	}
 	var undone []hook
 	u.mu.Lock()
-	f.state.Store(frameDone)
+	x.done = true
 	if err != nil {
 		undone = u.discard(f)
 	}
@@ -583,13 +618,13 @@ func callHook(ctx context.Context, fn func(context.Context) error) (err error) {
 func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) {
 	if x == nil {
 		// The handler recorded nothing and there is no transaction: the
-		// common case costs two atomic operations. A goroutine of the
+		// common case costs one atomic operation. A goroutine of the
 		// handler that emits concurrently either lands before this point
-		// (and x is seen) or sees the frame done and fails.
-		f.state.Store(frameDone)
-		if x = f.x.Load(); x == nil {
+		// (and its extension is seen) or sees the frame done and fails.
+		if f.x.CompareAndSwap(nil, &doneExt) {
 			return nil, nil, err
 		}
+		x = f.x.Load()
 	}
 	u := x.unit
 	ctx := f.Context
@@ -602,7 +637,7 @@ func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) 
 		}
 	}
 	u.mu.Lock()
-	f.state.Store(frameDone)
+	x.done = true
 	u.txEnded = true
 	ts := u.tx.Load()
 	u.mu.Unlock()
@@ -796,13 +831,13 @@ func fillRecords(b *Bus, table *handlerTable, recs []eventRecord, events []any, 
 // that handler runs with: one allocation.
 type recordAndFrame struct {
 	rec   [1]eventRecord
-	frame [1]frame
+	frame [1]eventFrame
 }
 
 // newRecord returns a zero record for an event of type et, in a slice of
 // one, and the frames its handlers run with when it can allocate them
 // with it (an event with one handler), nil otherwise.
-func newRecord(et *eventType) ([]eventRecord, []frame) {
+func newRecord(et *eventType) ([]eventRecord, []eventFrame) {
 	if len(et.handlers) != 1 {
 		return make([]eventRecord, 1), nil
 	}
