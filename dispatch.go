@@ -59,11 +59,11 @@ func (s *dedupSet) add(k dedupEntry) bool {
 // With root set, the first event is one that arrived from a transport: its
 // handlers run behind root.guard and their errors are collected in
 // root.errs instead of being reported.
-func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, frames0 []eventFrame, root *incomingRoot) {
+func (b *Bus) dispatch(ctx context.Context, first []recorded, frames0 []eventFrame, root *incomingRoot) {
 	table := b.table.Load()
 	var seen dedupSet
 	var buf [8]*eventRecord
-	queue := append(buf[:0], first...)
+	queue := enqueue(buf[:0], first)
 	for i := 0; i < len(queue); i++ {
 		rec := queue[i]
 		queue[i] = nil // let handled events go
@@ -103,7 +103,7 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, frames0 []even
 				if err != nil {
 					fail(ctx, err)
 				}
-				queue = append(queue, evs...)
+				queue = enqueue(queue, evs)
 			}
 			continue
 		}
@@ -112,15 +112,23 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, frames0 []even
 			if errs[j] != nil {
 				fail(ctx, errs[j])
 			}
-			queue = append(queue, evs...)
+			queue = enqueue(queue, evs)
 		}
 	}
 }
 
+// enqueue appends the records of evs to queue.
+func enqueue(queue []*eventRecord, evs []recorded) []*eventRecord {
+	for _, e := range evs {
+		queue = append(queue, e.rec)
+	}
+	return queue
+}
+
 // runConcurrently runs the handlers hs of rec, at most EventConcurrency at
 // once, and returns what each emitted and its error, in handler order.
-func (b *Bus) runConcurrently(ctx context.Context, frames []eventFrame, hs []*entry, rec *eventRecord, guard guardFunc) ([][]*eventRecord, []error) {
-	emitted := make([][]*eventRecord, len(hs))
+func (b *Bus) runConcurrently(ctx context.Context, frames []eventFrame, hs []*entry, rec *eventRecord, guard guardFunc) ([][]recorded, []error) {
+	emitted := make([][]recorded, len(hs))
 	errs := make([]error, len(hs))
 	sem := make(chan struct{}, b.opts.EventConcurrency)
 	var wg sync.WaitGroup
@@ -146,7 +154,7 @@ type guardFunc func(ctx context.Context, h *entry) (bool, error)
 // events it emitted, or its failure as a *HandlerError with the events
 // that are dispatched even so (DispatchOnRollback). guard, if not nil, may
 // skip the handler.
-func (b *Bus) runEvent(ctx context.Context, ef *eventFrame, h *entry, rec *eventRecord, guard guardFunc) ([]*eventRecord, error) {
+func (b *Bus) runEvent(ctx context.Context, ef *eventFrame, h *entry, rec *eventRecord, guard guardFunc) ([]recorded, error) {
 	if d := b.opts.EventTimeout; d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
@@ -227,6 +235,6 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 		rec.meta.id.Store(&in.id)
 	}
 	root := &incomingRoot{guard: guard}
-	b.dispatch(ctx, []*eventRecord{rec}, frames, root)
+	b.dispatch(ctx, []recorded{{rec: rec}}, frames, root)
 	return root.errs
 }

@@ -424,10 +424,10 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 			recs[i].meta.inherit(ctx, nil)
 		}
 	}
-	var buf [8]*eventRecord
+	var buf [8]recorded
 	first := buf[:0]
 	for i := range recs {
-		first = append(first, &recs[i])
+		first = append(first, recorded{rec: &recs[i]})
 	}
 	bus.dispatch(detached(ctx), first, frames, nil)
 	return nil

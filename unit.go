@@ -307,8 +307,8 @@ func (f *frame) isOpen(u *unit) bool {
 // unit is one unit of work.
 type unit struct {
 	mu       sync.Mutex
-	events   []*eventRecord
-	evbuf    [1]*eventRecord
+	events   []recorded
+	evbuf    [1]recorded
 	hooks    *hookList               // nil until the first hook
 	tx       atomic.Pointer[txState] // nil until the transaction is asked for (txFor)
 	depth    int32                   // cascade depth of the events emitted in this unit
@@ -347,11 +347,17 @@ type eventRecord struct {
 	value any
 	et    *eventType // resolved against et.table when the record was made
 	key   string
-	owner *frame
 	depth int32
 	keyed bool
 	keep  bool // dispatched even if its unit rolls back
 	meta  meta
+}
+
+// recorded is an event recorded in a unit of work, with the frame that
+// recorded it (nil for an event published from outside any handler).
+type recorded struct {
+	rec   *eventRecord
+	owner *frame
 }
 
 // rootOf returns the root frame of f's unit.
@@ -535,7 +541,7 @@ func (f *frame) finishNested(x *frameExt, err error) error {
 func (u *unit) discard(f *frame) []hook {
 	evs := u.events[:0]
 	for _, e := range u.events {
-		if e.keep || !within(e.owner, f) {
+		if e.rec.keep || !within(e.owner, f) {
 			evs = append(evs, e)
 		}
 	}
@@ -567,7 +573,7 @@ func (u *unit) hookCount() int {
 }
 
 // close ends the unit: nothing more can be recorded. It returns what was.
-func (u *unit) close() ([]*eventRecord, []hook) {
+func (u *unit) close() ([]recorded, []hook) {
 	u.mu.Lock()
 	u.closed = true
 	evs := u.events
@@ -615,7 +621,7 @@ func callHook(ctx context.Context, fn func(context.Context) error) (err error) {
 // then (DispatchOnRollback) and the handler's error (or the first failure
 // of prepare or commit, joined with a rollback error if any). x is f's
 // extension as the caller loaded it, nil if there was none yet.
-func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) {
+func (f *frame) endUnit(x *frameExt, err error) ([]recorded, []hook, error) {
 	if x == nil {
 		// The handler recorded nothing and there is no transaction: the
 		// common case costs one atomic operation. A goroutine of the
@@ -675,10 +681,10 @@ func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) 
 
 // kept returns the events among evs that are dispatched even though their
 // unit rolled back, in order.
-func kept(evs []*eventRecord) []*eventRecord {
+func kept(evs []recorded) []recorded {
 	out := evs[:0]
 	for _, e := range evs {
-		if e.keep {
+		if e.rec.keep {
 			out = append(out, e)
 		}
 	}
@@ -770,8 +776,8 @@ func (f *frame) emit(events []any) error {
 		return f.emitClosed()
 	}
 	for i := range recs {
-		recs[i].depth, recs[i].owner = u.depth, f
-		u.events = append(u.events, &recs[i])
+		recs[i].depth = u.depth
+		u.events = append(u.events, recorded{&recs[i], f})
 	}
 	return nil
 }
@@ -796,8 +802,8 @@ func (f *frame) emitOne(x *frameExt, v any) error {
 	}
 	u.firstUse = true
 	r.value, r.et, r.key, r.keyed, r.keep = v, et, key, keyed, keep
-	r.depth, r.owner, r.meta.cause = u.depth, f, x.meta
-	u.events = append(u.events, r)
+	r.depth, r.meta.cause = u.depth, x.meta
+	u.events = append(u.events, recorded{r, f})
 	return nil
 }
 
