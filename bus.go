@@ -136,8 +136,8 @@ func New(opts ...*Options) *Bus {
 	mustValid(o.Validate())
 	b := &Bus{opts: o.withDefaults()}
 	b.table.Store(&handlerTable{
-		commands: map[reflect.Type]*entry{},
-		queries:  map[reflect.Type]*entry{},
+		commands: map[typeKey]*entry{},
+		queries:  map[typeKey]*entry{},
 		mw:       b.opts.Middleware,
 	})
 	return b
@@ -229,48 +229,51 @@ func (b *Bus) report(ctx context.Context, err error) {
 // handlerTable is an immutable snapshot of a bus's handlers. Registration copies
 // it, so dispatch reads it without locking.
 type handlerTable struct {
-	commands map[reflect.Type]*entry
-	queries  map[reflect.Type]*entry // queries and stream queries
-	subs     []*entry                // event handlers in registration order
+	commands map[typeKey]*entry
+	queries  map[typeKey]*entry // queries and stream queries
+	subs     []*entry           // event handlers in registration order
 	mw       []Middleware
 	// events caches, per concrete event type, its type info and resolved
 	// handlers. It is copied on write: after warm-up, dispatch reads a
 	// plain map.
-	events atomic.Pointer[map[reflect.Type]*eventType]
+	events atomic.Pointer[map[typeKey]*eventType]
 }
 
-// eventType is what dispatch needs to know about one concrete event type.
+// eventType is what dispatch needs to know about one concrete event type,
+// as of one handler table.
 type eventType struct {
 	info     *typeInfo
+	table    *handlerTable // the table handlers were resolved against
 	handlers []*entry
 }
 
 // eventType returns the cached eventType of t, resolving it on first use.
 func (b *Bus) eventType(r *handlerTable, t reflect.Type) *eventType {
+	k := keyOf(t)
 	if m := r.events.Load(); m != nil {
-		if et, ok := (*m)[t]; ok {
+		if et, ok := (*m)[k]; ok {
 			return et
 		}
 	}
-	et := &eventType{info: b.typeInfo(t)}
+	et := &eventType{info: b.typeInfo(t), table: r}
 	if et.info.err == nil {
 		et.handlers = r.handlersFor(t)
 	}
 	for {
 		old := r.events.Load()
-		var m map[reflect.Type]*eventType
+		var m map[typeKey]*eventType
 		if old == nil {
-			m = make(map[reflect.Type]*eventType)
+			m = make(map[typeKey]*eventType)
 		} else {
-			if cur, ok := (*old)[t]; ok {
+			if cur, ok := (*old)[k]; ok {
 				return cur
 			}
-			m = make(map[reflect.Type]*eventType, len(*old)+1)
+			m = make(map[typeKey]*eventType, len(*old)+1)
 			for k, v := range *old {
 				m[k] = v
 			}
 		}
-		m[t] = et
+		m[k] = et
 		if r.events.CompareAndSwap(old, &m) {
 			return et
 		}
@@ -299,8 +302,8 @@ func (b *Bus) update(fn func(r *handlerTable) error) error {
 // event type cache.
 func (t *handlerTable) rebuild(bus *Bus) *handlerTable {
 	r := &handlerTable{
-		commands: make(map[reflect.Type]*entry, len(t.commands)),
-		queries:  make(map[reflect.Type]*entry, len(t.queries)),
+		commands: make(map[typeKey]*entry, len(t.commands)),
+		queries:  make(map[typeKey]*entry, len(t.queries)),
 		subs:     make([]*entry, len(t.subs)),
 		mw:       slices.Clip(t.mw),
 	}

@@ -10,16 +10,17 @@ import (
 
 // dedupEntry is an event's type and DedupKey.
 type dedupEntry struct {
-	t   reflect.Type
+	t   typeKey
 	key string
 }
 
 // dedupSet is the (type, key) pairs dispatched in one cascade: a short
-// list on the stack, then a map once the list grows.
+// array on the stack, then a map once the array is full. It does not point
+// into itself, so that it stays on the stack of dispatch.
 type dedupSet struct {
-	buf  [4]dedupEntry
-	list []dedupEntry
-	m    map[dedupEntry]struct{}
+	n   int
+	buf [8]dedupEntry
+	m   map[dedupEntry]struct{}
 }
 
 // add records k and reports whether it is new.
@@ -31,19 +32,19 @@ func (s *dedupSet) add(k dedupEntry) bool {
 		s.m[k] = struct{}{}
 		return true
 	}
-	if s.list == nil {
-		s.list = s.buf[:0]
-	}
-	if slices.Contains(s.list, k) {
+	if slices.Contains(s.buf[:s.n], k) {
 		return false
 	}
-	s.list = append(s.list, k)
-	if len(s.list) > 16 {
-		s.m = make(map[dedupEntry]struct{}, 64)
-		for _, e := range s.list {
-			s.m[e] = struct{}{}
-		}
+	if s.n < len(s.buf) {
+		s.buf[s.n] = k
+		s.n++
+		return true
 	}
+	s.m = make(map[dedupEntry]struct{}, 4*len(s.buf))
+	for _, e := range s.buf {
+		s.m[e] = struct{}{}
+	}
+	s.m[k] = struct{}{}
 	return true
 }
 
@@ -51,33 +52,35 @@ func (s *dedupSet) add(k dedupEntry) bool {
 // emit, breadth-first: each event's handlers run before the next event's,
 // and events emitted by handlers join the end of the queue. An event whose
 // type and DedupKey were already dispatched in this cascade is skipped.
-// first is only read.
+// first is only read. frames0, if not nil, are the frames for the
+// handlers of first[0], allocated with it (newRecord); dispatch allocates
+// the others.
 //
 // With root set, the first event is one that arrived from a transport: its
 // handlers run behind root.guard and their errors are collected in
 // root.errs instead of being reported.
-func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incomingRoot) {
+func (b *Bus) dispatch(ctx context.Context, first []recorded, frames0 []eventFrame, root *incomingRoot) {
 	table := b.table.Load()
 	var seen dedupSet
 	var buf [8]*eventRecord
-	queue := append(buf[:0], first...)
+	queue := enqueue(buf[:0], first)
 	for i := 0; i < len(queue); i++ {
 		rec := queue[i]
 		queue[i] = nil // let handled events go
-		if rec.keyed && !seen.add(dedupEntry{rec.et.info.typ, rec.key}) {
+		if rec.keyed && !seen.add(dedupEntry{rec.et.info.key, rec.key}) {
 			continue
 		}
 		// Handlers were resolved when the event was recorded; resolve
 		// again only if registrations changed since.
 		et := rec.et
-		if rec.table != table {
+		if et.table != table {
 			et = b.eventType(table, et.info.typ)
 		}
 		hs := et.handlers
 		if len(hs) == 0 {
 			continue
 		}
-		if rec.depth > b.opts.MaxCascadeDepth {
+		if int(rec.depth) > b.opts.MaxCascadeDepth {
 			b.report(ctx, &HandlerError{
 				Kind: KindEvent, Name: rec.et.info.name, ID: rec.meta.ID(),
 				Err: fmt.Errorf("%w: depth %d, limit %d", ErrCascadeLimit, rec.depth, b.opts.MaxCascadeDepth),
@@ -90,14 +93,17 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incoming
 			guard = root.guard
 			fail = func(_ context.Context, err error) { root.errs = append(root.errs, err) }
 		}
-		frames := make([]frame, len(hs))
+		frames := frames0
+		if i != 0 || len(frames) != len(hs) {
+			frames = make([]eventFrame, len(hs))
+		}
 		if b.opts.EventConcurrency <= 1 || len(hs) == 1 {
 			for j, h := range hs {
 				evs, err := b.runEvent(ctx, &frames[j], h, rec, guard)
 				if err != nil {
 					fail(ctx, err)
 				}
-				queue = append(queue, evs...)
+				queue = enqueue(queue, evs)
 			}
 			continue
 		}
@@ -106,15 +112,23 @@ func (b *Bus) dispatch(ctx context.Context, first []*eventRecord, root *incoming
 			if errs[j] != nil {
 				fail(ctx, errs[j])
 			}
-			queue = append(queue, evs...)
+			queue = enqueue(queue, evs)
 		}
 	}
 }
 
+// enqueue appends the records of evs to queue.
+func enqueue(queue []*eventRecord, evs []recorded) []*eventRecord {
+	for _, e := range evs {
+		queue = append(queue, e.rec)
+	}
+	return queue
+}
+
 // runConcurrently runs the handlers hs of rec, at most EventConcurrency at
 // once, and returns what each emitted and its error, in handler order.
-func (b *Bus) runConcurrently(ctx context.Context, frames []frame, hs []*entry, rec *eventRecord, guard guardFunc) ([][]*eventRecord, []error) {
-	emitted := make([][]*eventRecord, len(hs))
+func (b *Bus) runConcurrently(ctx context.Context, frames []eventFrame, hs []*entry, rec *eventRecord, guard guardFunc) ([][]recorded, []error) {
+	emitted := make([][]recorded, len(hs))
 	errs := make([]error, len(hs))
 	sem := make(chan struct{}, b.opts.EventConcurrency)
 	var wg sync.WaitGroup
@@ -140,13 +154,14 @@ type guardFunc func(ctx context.Context, h *entry) (bool, error)
 // events it emitted, or its failure as a *HandlerError with the events
 // that are dispatched even so (DispatchOnRollback). guard, if not nil, may
 // skip the handler.
-func (b *Bus) runEvent(ctx context.Context, f *frame, h *entry, rec *eventRecord, guard guardFunc) ([]*eventRecord, error) {
+func (b *Bus) runEvent(ctx context.Context, ef *eventFrame, h *entry, rec *eventRecord, guard guardFunc) ([]recorded, error) {
 	if d := b.opts.EventTimeout; d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	f.Context, f.e, f.rec = ctx, h, rec
+	f := &ef.frame
+	f.Context, f.e, ef.rec = ctx, h, rec
 	run, err := true, error(nil)
 	if guard != nil {
 		run, err = callGuard(f, guard, h)
@@ -180,7 +195,9 @@ func callGuard(ctx context.Context, g guardFunc, h *entry) (ok bool, err error) 
 	return g(ctx, h)
 }
 
-// incoming is the identity of an event that arrived from a transport.
+// incoming is the identity of an event that arrived from a transport. A
+// context given a correlation id (WithCorrelationID) carries one with only
+// that set.
 type incoming struct {
 	id, correlation, causation, source string
 	extensions                         map[string]string
@@ -211,9 +228,13 @@ func (b *Bus) dispatchIncoming(ctx context.Context, v any, in incoming, guard gu
 	if et.info.err != nil {
 		return []error{et.info.err}
 	}
-	rec := &eventRecord{value: v, et: et, table: table}
-	rec.meta.id, rec.meta.corr, rec.meta.causeID, rec.meta.wire = in.id, in.correlation, in.causation, &in
+	recs, frames := newRecord(et)
+	rec := &recs[0]
+	rec.value, rec.et, rec.meta.given = v, et, &in
+	if in.id != "" {
+		rec.meta.id.Store(&in.id)
+	}
 	root := &incomingRoot{guard: guard}
-	b.dispatch(ctx, []*eventRecord{rec}, root)
+	b.dispatch(ctx, []recorded{{rec: rec}}, frames, root)
 	return root.errs
 }

@@ -210,14 +210,31 @@
 //     panic with it instead: they run at start-up, where such a mistake is
 //     a bug. Call Validate, or the ...Safely variant, to get the error.
 //   - Options of one handler are [HandlerOption] values ([WithName],
-//     [WithMiddleware], [WithPriority]) given to its registration.
+//     [WithMiddleware], [WithPriority], [WithPooledContext]) given to its
+//     registration.
 //   - Every wait between tries is a [Backoff].
+//
+// # Pooled contexts
+//
+// The context a handler runs with is allocated for its call, because a
+// handler may keep it: a context kept past the call must not reach the
+// unit of work of any other. That allocation is most of what a [Send]
+// whose handler records nothing costs, and it is garbage for the
+// collector. A command or query handler that promises not to keep its
+// context, nor let a goroutine use it after returning, can say so with
+// [WithPooledContext]: it then runs with a context reused from call to
+// call, and such a Send or [Query] allocates nothing. A context kept
+// anyway is safe but dead: it reports itself cancelled, carries no values
+// and reaches no unit of work, its own or a later call's. A handler that
+// emits events, begins a transaction or reads its metadata allocates its
+// call's bookkeeping on first use, as without the option.
 //
 // # Concurrency
 //
 // A [Bus] is safe for concurrent use. Dispatch reads an immutable snapshot
-// of the registrations and takes no lock shared between goroutines, so
-// parallel sends scale with cores. Handlers of one event run one after
-// another unless [Options.EventConcurrency] allows more. There is no
-// package-level state: buses are independent.
+// of the registrations and takes no lock shared between goroutines; what
+// parallel sends share is the garbage collector, which collects a frame
+// per Send, and none with [WithPooledContext]. Handlers of one event run
+// one after another unless [Options.EventConcurrency] allows more. There
+// is no package-level state: buses are independent.
 package mb

@@ -43,8 +43,16 @@ func newIDBytes(now time.Time) [16]byte {
 	return u
 }
 
+// idLen is the length of an id in its canonical form.
+const idLen = 36
+
 func formatID(u [16]byte) string {
-	var b [36]byte
+	var b [idLen]byte
+	formatIDTo(&b, u)
+	return string(b[:])
+}
+
+func formatIDTo(b *[idLen]byte, u [16]byte) {
 	hex.Encode(b[0:8], u[0:4])
 	b[8] = '-'
 	hex.Encode(b[9:13], u[4:6])
@@ -54,5 +62,4 @@ func formatID(u [16]byte) string {
 	hex.Encode(b[19:23], u[8:10])
 	b[23] = '-'
 	hex.Encode(b[24:], u[10:])
-	return string(b[:])
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"maps"
 	"reflect"
-	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
 )
 
 // Kind tells what sort of message a handler is handling.
@@ -68,16 +70,7 @@ func (m *Message) CausationID() string { return m.meta.causation() }
 
 // Metadata returns a copy of the message's identity.
 func (m *Message) Metadata() Metadata {
-	return Metadata{
-		Kind:          m.Kind,
-		Name:          m.Name,
-		Handler:       m.Handler,
-		ID:            m.meta.ID(),
-		CorrelationID: m.meta.correlation(),
-		CausationID:   m.meta.causation(),
-		Source:        m.meta.source(),
-		Extensions:    m.meta.extensions(),
-	}
+	return m.meta.metadata(m.Kind, m.Name, m.Handler)
 }
 
 // Metadata is the identity of the message being handled; see [MetadataFrom].
@@ -106,7 +99,8 @@ func MetadataFrom(ctx context.Context) (Metadata, bool) {
 	if f == nil {
 		return Metadata{}, false
 	}
-	return f.msg().Metadata(), true
+	kind, name := f.describe()
+	return f.meta().metadata(kind, name, f.e.handler), true
 }
 
 type correlationKey struct{}
@@ -116,34 +110,56 @@ type correlationKey struct{}
 // request id of an incoming HTTP request. Inside a handler the correlation id
 // of the message being handled takes precedence.
 func WithCorrelationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, correlationKey{}, id)
+	return context.WithValue(ctx, correlationKey{}, &incoming{correlation: id})
 }
 
-// meta is the identity of one message. The id is generated lazily so that a
-// command nobody asks about costs no clock read and no allocation.
-type meta struct {
-	once    sync.Once
-	id      string
-	corr    string    // explicit correlation id, "" to derive it
-	causeID string    // explicit causation id, used when cause is nil
-	cause   *meta     // the message whose handler produced this one
-	wire    *incoming // for events that arrived from a transport
-}
-
-func (m *meta) ID() string {
-	m.once.Do(m.generate)
-	return m.id
-}
-
-func (m *meta) generate() {
-	if m.id == "" {
-		m.id = NewID()
+// correlationFrom returns the identity that carries the correlation id ctx
+// was given with WithCorrelationID, or nil.
+func correlationFrom(ctx context.Context) *incoming {
+	if in, ok := ctx.Value(correlationKey{}).(*incoming); ok && in.correlation != "" {
+		return in
 	}
+	return nil
+}
+
+// meta is the identity of one message, kept to three words because every
+// unit of work and every event record holds one. The id is generated
+// lazily so that a message nobody asks about costs no clock read and no
+// allocation.
+type meta struct {
+	id    atomic.Pointer[string] // set on first use, or at once for an event that arrived with one
+	cause *meta                  // the message whose handler produced this one
+	// given is the identity given from outside this process's handlers:
+	// that of an event that arrived from a transport, or only the
+	// correlation id of a context (WithCorrelationID). Nil for others.
+	given *incoming
+}
+
+// generatedID is a generated id and the bytes it is made of: one
+// allocation.
+type generatedID struct {
+	s string
+	b [idLen]byte
+}
+
+// ID returns m's id, generating it on first use. Safe for concurrent use:
+// racing callers agree on one id.
+func (m *meta) ID() string {
+	if id := m.id.Load(); id != nil {
+		return *id
+	}
+	g := new(generatedID)
+	formatIDTo(&g.b, newIDBytes(time.Now()))
+	g.s = unsafe.String(&g.b[0], len(g.b))
+	if m.id.CompareAndSwap(nil, &g.s) {
+		return g.s
+	}
+	return *m.id.Load()
 }
 
 func (m *meta) correlation() string {
-	if m.corr != "" {
-		return m.corr
+	if m.given != nil && m.given.correlation != "" {
+		return m.given.correlation
 	}
 	if m.cause != nil {
 		return m.cause.correlation()
@@ -151,49 +167,83 @@ func (m *meta) correlation() string {
 	return m.ID()
 }
 
+// metadata returns m with the rest of a message's identity.
+func (m *meta) metadata(kind Kind, name, handler string) Metadata {
+	return Metadata{
+		Kind:          kind,
+		Name:          name,
+		Handler:       handler,
+		ID:            m.ID(),
+		CorrelationID: m.correlation(),
+		CausationID:   m.causation(),
+		Source:        m.source(),
+		Extensions:    m.extensions(),
+	}
+}
+
 func (m *meta) source() string {
-	if m.wire == nil {
+	if m.given == nil {
 		return ""
 	}
-	return m.wire.source
+	return m.given.source
 }
 
 func (m *meta) extensions() map[string]string {
-	if m.wire == nil || len(m.wire.extensions) == 0 {
+	if m.given == nil || len(m.given.extensions) == 0 {
 		return nil
 	}
-	return maps.Clone(m.wire.extensions)
+	return maps.Clone(m.given.extensions)
 }
 
 func (m *meta) causation() string {
 	if m.cause != nil {
 		return m.cause.ID()
 	}
-	return m.causeID
+	if m.given != nil {
+		return m.given.causation
+	}
+	return ""
 }
 
 // inherit links m to whatever message ctx is handling, or to a correlation
 // id put there with WithCorrelationID.
 func (m *meta) inherit(ctx context.Context, f *frame) {
 	if f != nil {
-		m.cause = f.msg().meta
+		m.cause = f.meta()
 		return
 	}
-	if id, ok := ctx.Value(correlationKey{}).(string); ok {
-		m.corr = id
-	}
+	m.given = correlationFrom(ctx)
+}
+
+// typeKey identifies a Go type in the handler tables: the address of its
+// type descriptor, the word a reflect.Type or an interface value holds.
+// Maps hash it as a plain pointer, where a reflect.Type key is hashed
+// through its interface. Type descriptors are never freed, so the address
+// stands for the type for the life of the program.
+type typeKey unsafe.Pointer
+
+// keyOf returns the typeKey of t.
+func keyOf(t reflect.Type) typeKey {
+	return typeKey((*[2]unsafe.Pointer)(unsafe.Pointer(&t))[1])
 }
 
 // typeInfo is what the bus knows about a message type; computed once per
 // type and bus.
 type typeInfo struct {
-	typ  reflect.Type
-	name string
-	err  error // why values of this type cannot be messages, if they cannot
+	typ   reflect.Type
+	key   typeKey
+	name  string
+	keyed bool  // it has a DedupKey method
+	keeps bool  // it has a DispatchOnRollback method
+	err   error // why values of this type cannot be messages, if they cannot
 }
 
 func newTypeInfo(t reflect.Type) *typeInfo {
-	ti := &typeInfo{typ: t, name: t.String()}
+	ti := &typeInfo{
+		typ: t, key: keyOf(t), name: t.String(),
+		keyed: t.Implements(reflect.TypeFor[dedupKeyer]()),
+		keeps: t.Implements(reflect.TypeFor[rollbackKeeper]()),
+	}
 	switch {
 	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
 		ti.err = invalidMessage("%s is a pointer; messages are struct values, use %s", t, t.Elem())

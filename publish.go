@@ -194,8 +194,8 @@ func (p *Publisher) encode(ctx context.Context, events []any) ([]*topicBatch, er
 	var corr, cause string
 	if md, ok := MetadataFrom(ctx); ok {
 		corr, cause = md.CorrelationID, md.ID
-	} else if id, ok := ctx.Value(correlationKey{}).(string); ok {
-		corr = id
+	} else if in := correlationFrom(ctx); in != nil {
+		corr = in.correlation
 	}
 	// One time, formatted once, and one block of messages for the whole
 	// call.

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -31,11 +32,17 @@ type entry struct {
 	// (middleware reads the message), so it is allocated with it
 	// (newFrame).
 	eagerExt bool
+	pooled   bool       // registered WithPooledContext
+	pool     *sync.Pool // of *pooledFrame, for a pooled handler without middleware
 }
 
 func (e *entry) build(busMW []Middleware) {
 	e.direct = len(busMW) == 0 && len(e.own) == 0
 	e.eagerExt = !e.direct
+	e.pool = nil
+	if e.pooled && e.direct {
+		e.pool = &sync.Pool{} // its own: a pooledFrame belongs to one entry
+	}
 	h := e.base
 	for i := len(e.own) - 1; i >= 0; i-- {
 		h = e.own[i](h)
@@ -56,6 +63,7 @@ type handlerConfig struct {
 	mw          []Middleware
 	priority    int
 	hasPriority bool
+	pooled      bool
 }
 
 type optionFunc func(*handlerConfig)
@@ -82,6 +90,37 @@ func WithName(name string) HandlerOption {
 // registrations refuse it with an error wrapping [ErrInvalidHandler].
 func WithPriority(n int) HandlerOption {
 	return optionFunc(func(c *handlerConfig) { c.priority, c.hasPriority = n, true })
+}
+
+// WithPooledContext is a promise that the handler does not keep its
+// context, nor any context derived from it, beyond its return: it does not
+// store it, and any goroutine it starts with it has finished using it when
+// the handler returns. In exchange the handler runs with a context reused
+// from call to call instead of one allocated for each call, so that a Send
+// or Query that records nothing allocates nothing for its context, and
+// parallel calls do not make garbage for the collector.
+//
+// While the handler runs, its context is what it would be without the
+// option: it carries the values, deadline and cancellation of the context
+// the call was sent with, and Emit, TxFrom, the hooks, MetadataFrom,
+// BusFrom and a nested Send work as usual (the first of these allocates
+// the call's own bookkeeping, as an ordinary call would). A context kept
+// against the promise is safe but useless once the handler has returned:
+// it reports itself cancelled (Done is closed, Err is context.Canceled),
+// carries no values, and reaches no unit of work, its own or a later
+// call's: Emit, TxFrom, BeforeCommit, AfterCommit and AfterRollback return
+// errors wrapping ErrNoUnitOfWork, MetadataFrom reports false and BusFrom
+// returns nil. A Send with it opens a new unit of work, as from outside
+// any handler.
+//
+// WithPooledContext applies to command and query handlers; registering
+// another kind with it fails with an error wrapping ErrInvalidHandler. A
+// handler behind middleware, a Send with a result type other than the
+// handler's, and a Send from inside a handler (which joins that handler's
+// unit of work) run with an ordinary context. Pooled contexts are kept per
+// handler and per processor (sync.Pool), so concurrent calls share none.
+func WithPooledContext() HandlerOption {
+	return optionFunc(func(c *handlerConfig) { c.pooled = true })
 }
 
 // WithMiddleware wraps this handler only, inside the bus-wide middleware,
@@ -171,8 +210,12 @@ func newEntry[M, F any](bus *Bus, kind Kind, fn F, opts []HandlerOption) (*entry
 	if cfg.hasPriority && kind != KindEvent {
 		return nil, fmt.Errorf("%w: WithPriority orders event handlers; the %s handler for %s has no others to run before or after", ErrInvalidHandler, kind, t)
 	}
+	if cfg.pooled && kind != KindCommand && kind != KindQuery {
+		return nil, fmt.Errorf("%w: WithPooledContext applies to command and query handlers, not to the %s handler for %s", ErrInvalidHandler, kind, t)
+	}
 	e.priority = cfg.priority
 	e.own = cfg.mw
+	e.pooled = cfg.pooled
 	return e, nil
 }
 
@@ -182,10 +225,11 @@ func (b *Bus) addSingle(e *entry) error {
 		if e.kind != KindCommand {
 			m = r.queries
 		}
-		if old, ok := m[e.msgType]; ok {
+		k := keyOf(e.msgType)
+		if old, ok := m[k]; ok {
 			return fmt.Errorf("%w: %s %s already handled by %s, cannot add %s", ErrDuplicateHandler, old.kind, e.name, old.handler, e.handler)
 		}
-		m[e.msgType] = e
+		m[k] = e
 		return nil
 	})
 }

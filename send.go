@@ -18,33 +18,46 @@ func msgType[M any](m M) reflect.Type {
 	return t
 }
 
+// lookup returns the handler of kind for messages of type t.
 func (b *Bus) lookup(ctx context.Context, kind Kind, t reflect.Type) (*entry, error) {
-	if b == nil {
-		return nil, fmt.Errorf("%w: nil *Bus", ErrInvalidArgument)
+	var e *entry
+	if b != nil && ctx != nil && t != nil {
+		if e = b.handlerOf(kind, t); e != nil && e.kind == kind {
+			return e, nil
+		}
 	}
-	if ctx == nil {
-		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
-	}
-	if t == nil {
-		return nil, fmt.Errorf("%w: nil %s", ErrInvalidMessage, kind)
-	}
+	return nil, b.lookupError(ctx, kind, t, e)
+}
+
+// handlerOf returns the command handler of t for KindCommand, its query or
+// stream handler for the others, or nil.
+func (b *Bus) handlerOf(kind Kind, t reflect.Type) *entry {
 	r := b.table.Load()
-	m := r.commands
-	if kind != KindCommand {
-		m = r.queries
+	if kind == KindCommand {
+		return r.commands[keyOf(t)]
 	}
-	e := m[t]
-	if e == nil || e.kind != kind {
-		ti := b.typeInfo(t)
-		if ti.err != nil {
-			return nil, ti.err
-		}
-		if e != nil {
-			return nil, fmt.Errorf("%w for %s %s (it has a %s handler)", ErrNoHandler, kind, ti.name, e.kind)
-		}
-		return nil, fmt.Errorf("%w for %s %s", ErrNoHandler, kind, ti.name)
+	return r.queries[keyOf(t)]
+}
+
+// lookupError is the error of a lookup that found no handler of kind, but
+// e, if not nil, of another kind.
+func (b *Bus) lookupError(ctx context.Context, kind Kind, t reflect.Type, e *entry) error {
+	switch {
+	case b == nil:
+		return fmt.Errorf("%w: nil *Bus", ErrInvalidArgument)
+	case ctx == nil:
+		return fmt.Errorf("%w: nil context", ErrInvalidArgument)
+	case t == nil:
+		return fmt.Errorf("%w: nil %s", ErrInvalidMessage, kind)
 	}
-	return e, nil
+	ti := b.typeInfo(t)
+	if ti.err != nil {
+		return ti.err
+	}
+	if e != nil {
+		return fmt.Errorf("%w for %s %s (it has a %s handler)", ErrNoHandler, kind, ti.name, e.kind)
+	}
+	return fmt.Errorf("%w for %s %s", ErrNoHandler, kind, ti.name)
 }
 
 func checkResult(e *entry, want reflect.Type) error {
@@ -70,9 +83,30 @@ func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 	return newFrame(ctx, e), nil
 }
 
+// pooledRoot reports whether a command of handler e sent with ctx runs
+// with a pooled context: e is pooled, and ctx belongs to no unit of work
+// of b that the command would join.
+func (b *Bus) pooledRoot(ctx context.Context, e *entry) bool {
+	if e.pool == nil {
+		return false
+	}
+	outer := frameFrom(ctx)
+	return outer == nil || outer.bus() != b || !outer.hasUnit()
+}
+
+// finish ends the frame of a command handler that returned err; see
+// finishRoot and finishNested.
 func (f *frame) finish(err error) error {
 	x := f.x.Load()
-	if x != nil && x.parent != nil {
+	if x == nil {
+		// The common case, as in endUnit: a root frame whose handler
+		// recorded nothing.
+		if f.x.CompareAndSwap(nil, &doneExt) {
+			return err
+		}
+		x = f.x.Load()
+	}
+	if x.parent != nil {
 		return f.finishNested(x, err)
 	}
 	return f.finishRoot(x, err)
@@ -95,7 +129,7 @@ func callChain(f *frame, body any) (out any, err error) {
 			err = newPanicError(p)
 		}
 	}()
-	m := f.msg()
+	m := f.message()
 	m.Body = body
 	return f.e.chain.Handle(f, m)
 }
@@ -143,6 +177,13 @@ func Send[R, C any](ctx context.Context, bus *Bus, cmd C) (R, error) {
 		if err := checkResult(e, reflect.TypeFor[R]()); err != nil {
 			return zero, err
 		}
+	} else if bus.pooledRoot(ctx, e) {
+		pf, pctx := e.pooledContext(ctx)
+		res, err := callTyped(pctx, fn, cmd)
+		if err = pf.end(err); err != nil {
+			return zero, err
+		}
+		return res, nil
 	}
 	f, err := bus.openCommand(ctx, e)
 	if err != nil {
@@ -171,11 +212,17 @@ func Exec[C any](ctx context.Context, bus *Bus, cmd C) error {
 	if err != nil {
 		return err
 	}
+	fn, fast := e.fn.(func(context.Context, C) error)
+	fast = fast && e.direct
+	if fast && bus.pooledRoot(ctx, e) {
+		pf, pctx := e.pooledContext(ctx)
+		return pf.end(callErr(pctx, fn, cmd))
+	}
 	f, err := bus.openCommand(ctx, e)
 	if err != nil {
 		return err
 	}
-	if fn, ok := e.fn.(func(context.Context, C) error); ok && e.direct {
+	if fast {
 		err = callErr(f, fn, cmd)
 	} else {
 		_, err = callChain(f, cmd)
@@ -207,6 +254,12 @@ func Query[R, Q any](ctx context.Context, bus *Bus, q Q) (R, error) {
 		if err := checkResult(e, reflect.TypeFor[R]()); err != nil {
 			return zero, err
 		}
+	}
+	if fast && e.pool != nil {
+		pf, pctx := e.pooledContext(ctx)
+		res, err := callTyped(pctx, fn, q)
+		_ = pf.end(nil) // a query frame has no unit to end
+		return res, err
 	}
 	f := newFrame(ctx, e)
 	if fast {
@@ -345,22 +398,37 @@ func Publish(ctx context.Context, bus *Bus, events ...any) error {
 	}
 	var cause *meta
 	if f != nil {
-		cause = f.msg().meta
+		cause = f.meta()
 	}
-	recs, err := newRecords(bus, events, cause)
-	if err != nil {
-		return err
+	var recs []eventRecord
+	var frames []eventFrame
+	if len(events) == 1 {
+		// The common case: one event, often with one handler, whose
+		// record and frame then come in one allocation.
+		et, err := bus.eventFor(bus.table.Load(), events[0])
+		if err != nil {
+			return err
+		}
+		recs, frames = newRecord(et)
+		r := &recs[0]
+		r.value, r.et, r.meta.cause = events[0], et, cause
+		r.key, r.keyed, r.keep = eventKeys(et, r.value)
+	} else {
+		recs = make([]eventRecord, len(events))
+		if err := fillRecords(bus, bus.table.Load(), recs, events, cause); err != nil {
+			return err
+		}
 	}
 	if f == nil {
 		for i := range recs {
 			recs[i].meta.inherit(ctx, nil)
 		}
 	}
-	var buf [8]*eventRecord
+	var buf [8]recorded
 	first := buf[:0]
 	for i := range recs {
-		first = append(first, &recs[i])
+		first = append(first, recorded{rec: &recs[i]})
 	}
-	bus.dispatch(context.WithoutCancel(ctx), first, nil)
+	bus.dispatch(detached(ctx), first, frames, nil)
 	return nil
 }

@@ -53,16 +53,33 @@ func (m *stressModel) ran(what string, id int) {
 // of work semantics say: events of failed units never dispatched, those of
 // committed units dispatched once each, a failed nested Send dropping only
 // its own events, a failed event handler dropping the events it emitted.
+// The commands run once behind middleware, and once without it and with
+// pooled contexts (WithPooledContext).
 func TestStressUnitOfWorkSemantics(t *testing.T) {
 	t.Parallel()
+	for _, pooled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pooled=%v", pooled), func(t *testing.T) {
+			t.Parallel()
+			stressUnitOfWork(t, pooled)
+		})
+	}
+}
+
+func stressUnitOfWork(t *testing.T, pooled bool) {
 	const goroutines, perGoroutine = 8, 300
 	m := &stressModel{placeOK: map[int]bool{}, chargeOK: map[int]bool{}, placedOK: map[int]bool{}, handled: map[string]int{}}
 	var tx mbtest.Transactor
 	passthrough := func(next mb.Handler) mb.Handler { return next }
-	bus := mb.New(&mb.Options{
+	opts := &mb.Options{
 		Transactor: &tx, EventConcurrency: 3, Middleware: []mb.Middleware{mb.Recover(), passthrough},
 		ErrorHandler: func(context.Context, error) {}, // failing event handlers are expected
-	})
+	}
+	var cmdOpts []mb.HandlerOption
+	if pooled {
+		opts.Middleware = nil // pooled contexts are for handlers without middleware
+		cmdOpts = append(cmdOpts, mb.WithPooledContext())
+	}
+	bus := mb.New(opts)
 	fail := func(ok bool) error {
 		if ok {
 			return nil
@@ -90,7 +107,7 @@ func TestStressUnitOfWorkSemantics(t *testing.T) {
 		}
 		_ = mb.Exec(ctx, bus, StressCharge{c.ID}) // its failure is not ours
 		return fail(m.decide(m.placeOK, c.ID, 0.2))
-	})
+	}, cmdOpts...)
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, c StressCharge) error {
 		if err := maybeTx(ctx); err != nil {
 			return err
@@ -99,7 +116,7 @@ func TestStressUnitOfWorkSemantics(t *testing.T) {
 			return err
 		}
 		return fail(m.decide(m.chargeOK, c.ID, 0.5))
-	})
+	}, cmdOpts...)
 	mb.Subscribe(bus, func(ctx context.Context, e StressPlaced) error {
 		if err := maybeTx(ctx); err != nil {
 			return err

@@ -19,18 +19,26 @@ package mb
 //
 // Frame shapes, each one allocation: a bare frame (a handler without
 // middleware that records nothing: Send's common case), a unitFrame or a
-// queryFrame (frame and extension together, when middleware will read the
-// message), a frame whose unitExt is allocated on first use (ext), and a
-// nestedFrame (frame and frameExt, for nested frames).
+// queryFrame (frame, extension and Message together, when middleware will
+// read the message), a frame whose unitExt is allocated on first use
+// (ext), and a nestedFrame (frame, frameExt and Message, for nested
+// frames). A unit keeps room for its first event record (unit.first), so a
+// handler that emits one event allocates its unitExt and nothing more; the
+// transaction's state (txState) and the hooks (hookList) are allocated
+// only when a unit has them. A root Send or a Query of a handler
+// registered WithPooledContext runs with a context reused from call to
+// call instead (pooledFrame, in pooled.go), which allocates an ordinary
+// frame for its call only when mb is reached through it.
 //
 // Locks. unit.mu guards the events, hooks and frame states of a unit; it
 // is held only for short bookkeeping, never while user code runs or I/O
-// happens. unit.txMu serialises beginning the transaction, setting
-// savepoints and the end of the unit; it is held during Begin and
-// Savepoint calls. Where both are needed, txMu is taken first (txFor takes
-// mu inside txMu; endUnit releases mu before taking txMu). A frame's
-// extension is published with an atomic compare-and-swap (frame.ext), and
-// its state with an atomic store, so that the common path takes no lock.
+// happens. txState.mu serialises beginning the transaction, setting
+// savepoints and the end of the unit's transaction; it is held during
+// Begin and Savepoint calls. The two are never held together: txFor and
+// endUnit take mu, release it, then take txState.mu. A frame's extension
+// is published with an atomic compare-and-swap (frame.ext); a frame that
+// ends without one is marked done with another (doneExt), so that the
+// common path takes no lock.
 
 import (
 	"context"
@@ -40,33 +48,63 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 type frameKey struct{}
 
-const frameDone = 1
-
 // frame is the context a handler runs with. It is a context.Context itself
-// and is kept to 48 bytes: a command that records nothing costs this one
+// and is kept to 32 bytes: a command that records nothing costs this one
 // allocation. Everything else a handler may need (its message, identity and
-// unit of work) lives in a frameExt created on first use.
+// unit of work) lives in a frameExt created on first use. The frame of an
+// event handler is the first field of an eventFrame (see record).
 type frame struct {
 	context.Context
-	e     *entry       // the handler being run
-	rec   *eventRecord // for event handlers: the event being handled
-	x     atomic.Pointer[frameExt]
-	state atomic.Uint32 // frameDone once the handler has returned
+	e *entry // the handler being run
+	// x is the extension: nil while there is none and the handler runs,
+	// &doneExt once the handler has returned without one.
+	x atomic.Pointer[frameExt]
+}
+
+// eventFrame is the frame of an event handler, with the event it handles.
+type eventFrame struct {
+	frame
+	rec *eventRecord
+}
+
+// doneExt marks a frame whose handler returned before it had an
+// extension. It is never written.
+var doneExt frameExt
+
+// record returns the event f's handler handles, nil for a command or
+// query handler. Every frame of an event handler is the first field of an
+// eventFrame (dispatch, recordAndFrame, nestTry), which makes the
+// conversion valid.
+func (f *frame) record() *eventRecord {
+	if f.e.kind != KindEvent {
+		return nil
+	}
+	return (*eventFrame)(unsafe.Pointer(f)).rec
+}
+
+// done reports whether f's handler has returned. For a frame with an
+// extension in a unit, call it with the unit's mu held.
+func (f *frame) done() bool {
+	x := f.x.Load()
+	return x == &doneExt || x != nil && x.done
 }
 
 // frameExt is the part of a frame that is created when first needed: at
-// once for nested frames, units with a transaction and middleware; lazily
-// when a handler emits, registers a hook or asks for its metadata.
+// once for nested frames and middleware; lazily when a handler emits,
+// registers a hook, begins a transaction or asks for its metadata.
 type frameExt struct {
-	unit   *unit  // nil for queries
-	parent *frame // the enclosing frame of the same unit, nil for a unit's root
-	msg    Message
-	meta   meta   // the identity of a command or query (events keep theirs in eventRecord)
-	sp     string // savepoint set by a nested frame
+	unit   *unit    // nil for queries
+	parent *frame   // the enclosing frame of the same unit, nil for a unit's root
+	meta   *meta    // the message's identity: own, the event's, or a Retry try's outer frame's
+	msg    *Message // what middleware sees; nil until callChain needs it
+	sp     int32    // the savepoint a nested frame set (spName), 0 for none
+	done   bool     // the handler has returned; guarded by unit.mu
+	own    meta     // the identity of a command or query
 }
 
 // unitExt is a frameExt with the unit of work it roots: one allocation.
@@ -75,10 +113,19 @@ type unitExt struct {
 	u unit
 }
 
-// nestedFrame is a frame nested in another's unit, with its extension.
+// unitExtMsg is a unitExt with room for the Message of a handler behind
+// middleware.
+type unitExtMsg struct {
+	unitExt
+	m Message
+}
+
+// nestedFrame is a frame nested in another's unit, with its extension. It
+// is an eventFrame so that a Retry try of an event handler has its event.
 type nestedFrame struct {
-	frame
+	eventFrame
 	ext frameExt
+	m   Message
 }
 
 // Value makes the frame findable with frameFrom and defers everything else
@@ -103,59 +150,108 @@ func (f *frame) bus() *Bus { return f.e.bus }
 // hasUnit reports whether handlers of f's kind run in a unit of work.
 func (f *frame) hasUnit() bool { return f.e.kind == KindCommand || f.e.kind == KindEvent }
 
+// describe returns the kind and name of the message f handles: for an
+// event, the name of the event's own type, whatever the handler
+// subscribed to.
+func (f *frame) describe() (Kind, string) {
+	if rec := f.record(); rec != nil {
+		return KindEvent, rec.et.info.name
+	}
+	return f.e.kind, f.e.name
+}
+
+// meta returns the identity of the message f handles.
+func (f *frame) meta() *meta {
+	if rec := f.record(); rec != nil {
+		return &rec.meta
+	}
+	return f.ext().meta
+}
+
 // ext returns f's extension, creating it on first use. Safe for concurrent
-// use: the handler's goroutines may race to create it; one wins.
+// use: the handler's goroutines may race to create it; one wins. Made
+// after the handler returned, it is done: it records nothing.
 func (f *frame) ext() *frameExt {
-	if x := f.x.Load(); x != nil {
-		return x
+	for {
+		x := f.x.Load()
+		if x != nil && x != &doneExt {
+			return x
+		}
+		nx := f.newExt()
+		nx.done = x == &doneExt
+		if f.x.CompareAndSwap(x, nx) {
+			return nx
+		}
 	}
-	x := f.newExt()
-	if f.x.CompareAndSwap(nil, x) {
-		return x
-	}
-	return f.x.Load()
 }
 
 func (f *frame) newExt() *frameExt {
-	if f.hasUnit() {
+	switch {
+	case !f.hasUnit():
+		return f.initExt(&frameExt{})
+	case f.e.direct:
 		return f.initUnitExt(&unitExt{})
 	}
-	return f.initExt(&frameExt{})
+	ux := &unitExtMsg{}
+	ux.msg = &ux.m
+	return f.initUnitExt(&ux.unitExt)
 }
 
-// initUnitExt makes the zero ux f's extension with the unit of work it
-// roots, and returns it; the caller stores it in f.x.
+// initUnitExt makes the zero ux (its msg set, if any) f's extension with
+// the unit of work it roots, and returns it; the caller stores it in f.x.
 func (f *frame) initUnitExt(ux *unitExt) *frameExt {
 	ux.u.events = ux.u.evbuf[:0]
-	ux.u.root = f
 	ux.unit = &ux.u
 	return f.initExt(&ux.frameExt)
 }
 
-// initExt fills the zero x (its unit set, if any) for f and returns it.
+// initExt fills the zero x (its unit and msg set, if any) for f and
+// returns it.
 func (f *frame) initExt(x *frameExt) *frameExt {
-	if f.rec != nil {
-		x.unit.depth = f.rec.depth + 1
-		x.msg = Message{Kind: KindEvent, Name: f.rec.et.info.name, Handler: f.e.handler, meta: &f.rec.meta}
-		return x
+	if rec := f.record(); rec != nil {
+		x.unit.depth = rec.depth + 1
+		x.meta = &rec.meta
+	} else {
+		x.meta = &x.own
+		x.own.inherit(f.Context, frameFrom(f.Context))
 	}
-	x.msg = Message{Kind: f.e.kind, Name: f.e.name, Handler: f.e.handler, meta: &x.meta}
-	x.meta.inherit(f.Context, frameFrom(f.Context))
+	if x.msg != nil {
+		f.initMessage(x.msg, x.meta)
+	}
 	return x
 }
 
-// unitFrame is a frame and the extension with its unit, in one
-// allocation.
+func (f *frame) initMessage(m *Message, md *meta) {
+	m.Kind, m.Name = f.describe()
+	m.Handler, m.meta = f.e.handler, md
+}
+
+// message returns the Message middleware sees for f, creating it on
+// first use. Only the goroutine that runs f's middleware calls it.
+func (f *frame) message() *Message {
+	x := f.ext()
+	if x.msg == nil {
+		m := &Message{}
+		f.initMessage(m, x.meta)
+		x.msg = m
+	}
+	return x.msg
+}
+
+// unitFrame is a frame, the extension with its unit and the Message
+// middleware sees, in one allocation.
 type unitFrame struct {
 	frame
 	ux unitExt
+	m  Message
 }
 
-// queryFrame is a frame of a query or stream handler and its extension,
-// in one allocation.
+// queryFrame is a frame of a query or stream handler, its extension and
+// its Message, in one allocation.
 type queryFrame struct {
 	frame
 	x frameExt
+	m Message
 }
 
 // newFrame returns a frame for handler e with ctx, allocated with its
@@ -167,16 +263,16 @@ func newFrame(ctx context.Context, e *entry) *frame {
 	if e.kind == KindQuery || e.kind == KindStream {
 		qf := &queryFrame{}
 		qf.Context, qf.e = ctx, e
+		qf.x.msg = &qf.m
 		qf.frame.x.Store(qf.initExt(&qf.x))
 		return &qf.frame
 	}
 	uf := &unitFrame{}
 	uf.Context, uf.e = ctx, e
+	uf.ux.msg = &uf.m
 	uf.frame.x.Store(uf.initUnitExt(&uf.ux))
 	return &uf.frame
 }
-
-func (f *frame) msg() *Message { return &f.ext().msg }
 
 func parentOf(f *frame) *frame {
 	if x := f.x.Load(); x != nil {
@@ -201,7 +297,7 @@ func (f *frame) isOpen(u *unit) bool {
 		return false
 	}
 	for p := f; p != nil; p = parentOf(p) {
-		if p.state.Load() == frameDone {
+		if p.done() {
 			return false
 		}
 	}
@@ -210,21 +306,33 @@ func (f *frame) isOpen(u *unit) bool {
 
 // unit is one unit of work.
 type unit struct {
-	mu     sync.Mutex
-	root   *frame // the frame the unit was opened for
-	events []*eventRecord
-	hooks  []hook
-	closed bool
-	depth  int // cascade depth of the events emitted in this unit
-	evbuf  [1]*eventRecord
+	mu       sync.Mutex
+	events   []recorded
+	evbuf    [1]recorded
+	hooks    *hookList               // nil until the first hook
+	tx       atomic.Pointer[txState] // nil until the transaction is asked for (txFor)
+	depth    int32                   // cascade depth of the events emitted in this unit
+	closed   bool
+	txEnded  bool // the unit is ending: no transaction may begin
+	firstUse bool // first holds a record
+	first    eventRecord
+}
 
-	// The transaction, begun on first use (see txFor). txMu serialises
-	// beginning it, savepoints and the end of the unit.
-	txMu   sync.Mutex
-	tx     Tx
-	txErr  error // why the transaction could not begin; fails the unit
-	txDone bool  // the unit has ended: no transaction may begin
-	spSeq  int
+// txState is a unit's transaction, begun on first use (see txFor). mu
+// serialises beginning it, savepoints and the end of the unit.
+type txState struct {
+	mu    sync.Mutex
+	tx    Tx
+	err   error // why the transaction could not begin; fails the unit
+	ended bool  // the unit has ended: no transaction may begin
+	spSeq int32
+}
+
+// hookList is the hooks of a unit in registration order, with room for
+// two (an Inbox claim registers two).
+type hookList struct {
+	list []hook
+	buf  [2]hook
 }
 
 type hook struct {
@@ -237,14 +345,27 @@ type hook struct {
 // eventRecord is one emitted event on its way to its handlers.
 type eventRecord struct {
 	value any
-	et    *eventType // resolved against table when the record was made
-	table *handlerTable
+	et    *eventType // resolved against et.table when the record was made
 	key   string
+	depth int32
 	keyed bool
 	keep  bool // dispatched even if its unit rolls back
-	depth int
-	owner *frame
 	meta  meta
+}
+
+// recorded is an event recorded in a unit of work, with the frame that
+// recorded it (nil for an event published from outside any handler).
+type recorded struct {
+	rec   *eventRecord
+	owner *frame
+}
+
+// rootOf returns the root frame of f's unit.
+func rootOf(f *frame) *frame {
+	for p := parentOf(f); p != nil; p = parentOf(p) {
+		f = p
+	}
+	return f
 }
 
 // txFor returns the unit's transaction for frame f, beginning it on first
@@ -256,32 +377,37 @@ type eventRecord struct {
 // to begin (or to set those savepoints) is kept and fails the unit, even
 // if the handler ignores it.
 func (u *unit) txFor(f *frame, t Transactor) (Tx, error) {
-	u.txMu.Lock()
-	defer u.txMu.Unlock()
-	switch {
-	case u.tx != nil:
-		return u.tx, nil
-	case u.txErr != nil:
-		return nil, u.txErr
-	case u.txDone:
-		return nil, fmt.Errorf("%w: TxFrom after the unit of work ended", ErrNoUnitOfWork)
-	}
 	u.mu.Lock()
-	open := f.isOpen(u)
-	u.mu.Unlock()
-	if !open {
-		return nil, fmt.Errorf("%w: TxFrom after the handler returned", ErrNoUnitOfWork)
+	ended, open := u.txEnded, f.isOpen(u)
+	ts := u.tx.Load()
+	if ts == nil && !ended && open {
+		ts = &txState{}
+		u.tx.Store(ts)
 	}
-	tx, err := t.Begin(u.root.Context)
+	u.mu.Unlock()
+	if ts == nil {
+		return nil, txGone(ended)
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	switch {
+	case ts.tx != nil:
+		return ts.tx, nil
+	case ts.err != nil:
+		return nil, ts.err
+	case ts.ended || ended || !open:
+		return nil, txGone(ts.ended || ended)
+	}
+	tx, err := t.Begin(rootOf(f).Context)
 	switch {
 	case err != nil:
-		u.txErr = fmt.Errorf("mb: begin transaction: %w", err)
-		return nil, u.txErr
+		ts.err = fmt.Errorf("mb: begin transaction: %w", err)
+		return nil, ts.err
 	case tx == nil:
-		u.txErr = errors.New("mb: begin transaction: the Transactor returned a nil Tx")
-		return nil, u.txErr
+		ts.err = errors.New("mb: begin transaction: the Transactor returned a nil Tx")
+		return nil, ts.err
 	}
-	u.tx = tx
+	ts.tx = tx
 	sp, ok := tx.(Savepointer)
 	if !ok {
 		return tx, nil
@@ -293,24 +419,35 @@ func (u *unit) txFor(f *frame, t Transactor) (Tx, error) {
 		}
 	}
 	for i := len(nested) - 1; i >= 0; i-- {
-		if err := u.savepoint(sp, nested[i]); err != nil {
-			u.txErr = err
+		if err := ts.savepoint(sp, nested[i]); err != nil {
+			ts.err = err
 			return nil, err
 		}
 	}
 	return tx, nil
 }
 
-// savepoint sets the savepoint of the nested frame f. Call with u.txMu
+// txGone is the error of TxFrom once the handler has returned or its unit
+// has ended.
+func txGone(ended bool) error {
+	if ended {
+		return fmt.Errorf("%w: TxFrom after the unit of work ended", ErrNoUnitOfWork)
+	}
+	return fmt.Errorf("%w: TxFrom after the handler returned", ErrNoUnitOfWork)
+}
+
+// spName is the name of savepoint n.
+func spName(n int32) string { return "mb_sp_" + strconv.Itoa(int(n)) }
+
+// savepoint sets the savepoint of the nested frame f. Call with ts.mu
 // held.
-func (u *unit) savepoint(sp Savepointer, f *frame) error {
-	u.spSeq++
+func (ts *txState) savepoint(sp Savepointer, f *frame) error {
+	ts.spSeq++
 	x := f.x.Load()
-	x.sp = "mb_sp_" + strconv.Itoa(u.spSeq)
-	if err := sp.Savepoint(f.Context, x.sp); err != nil {
-		x.sp = ""
+	if err := sp.Savepoint(f.Context, spName(ts.spSeq)); err != nil {
 		return fmt.Errorf("mb: savepoint: %w", err)
 	}
+	x.sp = ts.spSeq
 	return nil
 }
 
@@ -320,8 +457,9 @@ func nestSend(ctx context.Context, outer *frame, e *entry) (*frame, bool, error)
 	nf := &nestedFrame{}
 	f, x := &nf.frame, &nf.ext
 	f.Context, f.e = ctx, e
-	x.msg = Message{Kind: e.kind, Name: e.name, Handler: e.handler, meta: &x.meta}
-	x.meta.cause = outer.ext().msg.meta
+	x.meta, x.msg = &x.own, &nf.m
+	x.own.cause = outer.meta()
+	f.initMessage(x.msg, x.meta)
 	return nf.open(outer)
 }
 
@@ -330,8 +468,9 @@ func nestSend(ctx context.Context, outer *frame, e *entry) (*frame, bool, error)
 func nestTry(ctx context.Context, outer *frame) (*frame, bool, error) {
 	nf := &nestedFrame{}
 	f, x := &nf.frame, &nf.ext
-	f.Context, f.e, f.rec = ctx, outer.e, outer.rec
-	x.msg = outer.ext().msg
+	f.Context, f.e, nf.rec = ctx, outer.e, outer.record()
+	ox := outer.ext()
+	x.meta, x.msg = ox.meta, ox.msg
 	return nf.open(outer)
 }
 
@@ -351,10 +490,14 @@ func (nf *nestedFrame) open(outer *frame) (*frame, bool, error) {
 	}
 	// Without a transaction yet, there is nothing to save: txFor sets the
 	// savepoint if one begins inside f.
-	u.txMu.Lock()
-	defer u.txMu.Unlock()
-	if sp, ok := u.tx.(Savepointer); ok {
-		if err := u.savepoint(sp, f); err != nil {
+	ts := u.tx.Load()
+	if ts == nil {
+		return f, true, nil
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if sp, ok := ts.tx.(Savepointer); ok {
+		if err := ts.savepoint(sp, f); err != nil {
 			return nil, true, err
 		}
 	}
@@ -367,22 +510,24 @@ func (nf *nestedFrame) open(outer *frame) (*frame, bool, error) {
 // error.
 func (f *frame) finishNested(x *frameExt, err error) error {
 	u := x.unit
-	u.txMu.Lock()
-	spName := x.sp
-	u.txMu.Unlock()
-	if spName != "" {
-		sp := u.tx.(Savepointer)
-		if err != nil {
-			if rerr := sp.RollbackToSavepoint(f.Context, spName); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("mb: rollback to savepoint: %w", rerr))
+	if ts := u.tx.Load(); ts != nil {
+		ts.mu.Lock()
+		n, tx := x.sp, ts.tx
+		ts.mu.Unlock()
+		if n != 0 {
+			sp := tx.(Savepointer)
+			if err != nil {
+				if rerr := sp.RollbackToSavepoint(f.Context, spName(n)); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("mb: rollback to savepoint: %w", rerr))
+				}
+			} else if rerr := sp.ReleaseSavepoint(f.Context, spName(n)); rerr != nil {
+				err = fmt.Errorf("mb: release savepoint: %w", rerr)
 			}
-		} else if rerr := sp.ReleaseSavepoint(f.Context, spName); rerr != nil {
-			err = fmt.Errorf("mb: release savepoint: %w", rerr)
 		}
 	}
 	var undone []hook
 	u.mu.Lock()
-	f.state.Store(frameDone)
+	x.done = true
 	if err != nil {
 		undone = u.discard(f)
 	}
@@ -396,31 +541,46 @@ func (f *frame) finishNested(x *frameExt, err error) error {
 func (u *unit) discard(f *frame) []hook {
 	evs := u.events[:0]
 	for _, e := range u.events {
-		if e.keep || !within(e.owner, f) {
+		if e.rec.keep || !within(e.owner, f) {
 			evs = append(evs, e)
 		}
 	}
 	clear(u.events[len(evs):])
 	u.events = evs
-	hooks := u.hooks[:0]
+	if u.hooks == nil {
+		return nil
+	}
+	hooks := u.hooks.list[:0]
 	var dropped []hook
-	for _, h := range u.hooks {
+	for _, h := range u.hooks.list {
 		if !within(h.owner, f) {
 			hooks = append(hooks, h)
 		} else if h.rollback != nil {
 			dropped = append(dropped, h)
 		}
 	}
-	clear(u.hooks[len(hooks):])
-	u.hooks = hooks
+	clear(u.hooks.list[len(hooks):])
+	u.hooks.list = hooks
 	return dropped
 }
 
+// hookCount returns how many hooks u has. Call with u.mu held.
+func (u *unit) hookCount() int {
+	if u.hooks == nil {
+		return 0
+	}
+	return len(u.hooks.list)
+}
+
 // close ends the unit: nothing more can be recorded. It returns what was.
-func (u *unit) close() ([]*eventRecord, []hook) {
+func (u *unit) close() ([]recorded, []hook) {
 	u.mu.Lock()
 	u.closed = true
-	evs, hooks := u.events, u.hooks
+	evs := u.events
+	var hooks []hook
+	if u.hooks != nil {
+		hooks = u.hooks.list
+	}
 	u.events, u.hooks = nil, nil
 	u.mu.Unlock()
 	return evs, hooks
@@ -431,11 +591,11 @@ func (u *unit) close() ([]*eventRecord, []hook) {
 func (u *unit) prepare(f *frame) error {
 	for i := 0; ; i++ {
 		u.mu.Lock()
-		if i >= len(u.hooks) {
+		if i >= u.hookCount() {
 			u.mu.Unlock()
 			return nil
 		}
-		h := u.hooks[i]
+		h := u.hooks.list[i]
 		u.mu.Unlock()
 		if h.before == nil {
 			continue
@@ -461,36 +621,42 @@ func callHook(ctx context.Context, fn func(context.Context) error) (err error) {
 // then (DispatchOnRollback) and the handler's error (or the first failure
 // of prepare or commit, joined with a rollback error if any). x is f's
 // extension as the caller loaded it, nil if there was none yet.
-func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) {
+func (f *frame) endUnit(x *frameExt, err error) ([]recorded, []hook, error) {
 	if x == nil {
 		// The handler recorded nothing and there is no transaction: the
-		// common case costs two atomic operations. A goroutine of the
+		// common case costs one atomic operation. A goroutine of the
 		// handler that emits concurrently either lands before this point
-		// (and x is seen) or sees the frame done and fails.
-		f.state.Store(frameDone)
-		if x = f.x.Load(); x == nil {
+		// (and its extension is seen) or sees the frame done and fails.
+		if f.x.CompareAndSwap(nil, &doneExt) {
 			return nil, nil, err
 		}
+		x = f.x.Load()
 	}
 	u := x.unit
 	ctx := f.Context
 	if err == nil {
 		u.mu.Lock()
-		n := len(u.hooks)
+		n := u.hookCount()
 		u.mu.Unlock()
 		if n > 0 {
 			err = u.prepare(f)
 		}
 	}
 	u.mu.Lock()
-	f.state.Store(frameDone)
+	x.done = true
+	u.txEnded = true
+	ts := u.tx.Load()
 	u.mu.Unlock()
-	u.txMu.Lock()
-	u.txDone = true
-	tx, txErr := u.tx, u.txErr
-	u.txMu.Unlock()
-	if txErr != nil && !errors.Is(err, txErr) {
-		err = errors.Join(err, txErr)
+	var tx Tx
+	if ts != nil {
+		ts.mu.Lock()
+		ts.ended = true
+		var txErr error
+		tx, txErr = ts.tx, ts.err
+		ts.mu.Unlock()
+		if txErr != nil && !errors.Is(err, txErr) {
+			err = errors.Join(err, txErr)
+		}
 	}
 	if err != nil {
 		evs, hooks := u.close()
@@ -515,10 +681,10 @@ func (f *frame) endUnit(x *frameExt, err error) ([]*eventRecord, []hook, error) 
 
 // kept returns the events among evs that are dispatched even though their
 // unit rolled back, in order.
-func kept(evs []*eventRecord) []*eventRecord {
+func kept(evs []recorded) []recorded {
 	out := evs[:0]
 	for _, e := range evs {
-		if e.keep {
+		if e.rec.keep {
 			out = append(out, e)
 		}
 	}
@@ -533,22 +699,34 @@ func (f *frame) finishRoot(x *frameExt, err error) error {
 	evs, hooks, err := f.endUnit(x, err)
 	if err != nil {
 		if len(evs) > 0 {
-			f.bus().dispatch(context.WithoutCancel(f.Context), evs, nil)
+			f.bus().dispatch(detached(f.Context), evs, nil, nil)
 		}
 		return err
 	}
 	if len(evs) > 0 || len(hooks) > 0 {
 		// Committed: what follows must happen whatever becomes of the
 		// caller's context.
-		ctx := context.WithoutCancel(f.Context)
+		ctx := detached(f.Context)
 		if len(evs) > 0 {
-			f.bus().dispatch(ctx, evs, nil)
+			f.bus().dispatch(ctx, evs, nil, nil)
 		}
 		if len(hooks) > 0 {
 			f.bus().runAfter(ctx, hooks)
 		}
 	}
 	return nil
+}
+
+// detached returns ctx without its cancellation and deadline: ctx itself
+// when it has neither (a background context and its values), which
+// context.WithoutCancel would wrap for nothing.
+func detached(ctx context.Context) context.Context {
+	if ctx.Done() == nil {
+		if _, ok := ctx.Deadline(); !ok {
+			return ctx
+		}
+	}
+	return context.WithoutCancel(ctx)
 }
 
 // runAfter runs the after-commit hooks among hooks in registration order.
@@ -583,56 +761,124 @@ func (b *Bus) runHook(ctx context.Context, fn func(context.Context), what string
 // emit validates events and records them in f's unit, all or none.
 func (f *frame) emit(events []any) error {
 	x := f.ext()
+	if len(events) == 1 {
+		return f.emitOne(x, events[0])
+	}
 	u := x.unit
-	recs, err := newRecords(f.bus(), events, x.msg.meta)
-	if err != nil {
+	b := f.bus()
+	recs := make([]eventRecord, len(events))
+	if err := fillRecords(b, b.table.Load(), recs, events, x.meta); err != nil {
 		return err
 	}
 	u.mu.Lock()
+	defer u.mu.Unlock()
 	if !f.isOpen(u) {
-		u.mu.Unlock()
-		return fmt.Errorf("%w: the handler of %s %s has already returned", ErrNoUnitOfWork, x.msg.Kind, x.msg.Name)
+		return f.emitClosed()
 	}
 	for i := range recs {
-		recs[i].depth, recs[i].owner = u.depth, f
-		u.events = append(u.events, &recs[i])
+		recs[i].depth = u.depth
+		u.events = append(u.events, recorded{&recs[i], f})
 	}
-	u.mu.Unlock()
 	return nil
 }
 
-// newRecords validates events and makes their records in one allocation.
-func newRecords(b *Bus, events []any, cause *meta) ([]eventRecord, error) {
-	table := b.table.Load()
-	recs := make([]eventRecord, len(events))
+// emitOne is emit of one event, v, whose record goes in the room the unit
+// keeps for its first, if that is free. x is f's extension.
+func (f *frame) emitOne(x *frameExt, v any) error {
+	u := x.unit
+	et, err := f.bus().eventFor(f.bus().table.Load(), v)
+	if err != nil {
+		return err
+	}
+	key, keyed, keep := eventKeys(et, v)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !f.isOpen(u) {
+		return f.emitClosed()
+	}
+	r := &u.first
+	if u.firstUse {
+		r = new(eventRecord)
+	}
+	u.firstUse = true
+	r.value, r.et, r.key, r.keyed, r.keep = v, et, key, keyed, keep
+	r.depth, r.meta.cause = u.depth, x.meta
+	u.events = append(u.events, recorded{r, f})
+	return nil
+}
+
+// emitClosed is the error of an Emit into f's unit after f's handler
+// returned.
+func (f *frame) emitClosed() error {
+	kind, name := f.describe()
+	return fmt.Errorf("%w: the handler of %s %s has already returned", ErrNoUnitOfWork, kind, name)
+}
+
+// fillRecords validates events and makes recs, zero records of the same
+// length, theirs, resolved against table and caused by cause.
+func fillRecords(b *Bus, table *handlerTable, recs []eventRecord, events []any, cause *meta) error {
 	for i, v := range events {
-		if v == nil {
-			return nil, fmt.Errorf("%w: nil event", ErrInvalidMessage)
+		et, err := b.eventFor(table, v)
+		if err != nil {
+			return err
 		}
-		et := b.eventType(table, reflect.TypeOf(v))
-		if et.info.err != nil {
-			return nil, et.info.err
-		}
-		r := &recs[i]
-		r.value, r.et, r.table, r.meta.cause = v, et, table, cause
+		recs[i].value, recs[i].et, recs[i].meta.cause = v, et, cause
 	}
 	// Keys are computed once all events are known to be valid: DedupKey is
 	// the user's code.
 	for i := range recs {
 		r := &recs[i]
-		r.key, r.keyed = dedupKey(r.value)
-		if k, ok := r.value.(interface{ DispatchOnRollback() bool }); ok {
-			r.keep = k.DispatchOnRollback()
-		}
+		r.key, r.keyed, r.keep = eventKeys(r.et, r.value)
 	}
-	return recs, nil
+	return nil
 }
 
-func dedupKey(v any) (string, bool) {
-	if d, ok := v.(interface{ DedupKey() string }); ok {
-		return d.DedupKey(), true
+// recordAndFrame is the record of an event with one handler and the frame
+// that handler runs with: one allocation.
+type recordAndFrame struct {
+	rec   [1]eventRecord
+	frame [1]eventFrame
+}
+
+// newRecord returns a zero record for an event of type et, in a slice of
+// one, and the frames its handlers run with when it can allocate them
+// with it (an event with one handler), nil otherwise.
+func newRecord(et *eventType) ([]eventRecord, []eventFrame) {
+	if len(et.handlers) != 1 {
+		return make([]eventRecord, 1), nil
 	}
-	return "", false
+	rf := &recordAndFrame{}
+	return rf.rec[:], rf.frame[:]
+}
+
+// eventFor returns the eventType of event v resolved against table, or
+// the error that says why v cannot be an event.
+func (b *Bus) eventFor(table *handlerTable, v any) (*eventType, error) {
+	if v == nil {
+		return nil, fmt.Errorf("%w: nil event", ErrInvalidMessage)
+	}
+	et := b.eventType(table, reflect.TypeOf(v))
+	if et.info.err != nil {
+		return nil, et.info.err
+	}
+	return et, nil
+}
+
+type (
+	dedupKeyer     interface{ DedupKey() string }
+	rollbackKeeper interface{ DispatchOnRollback() bool }
+)
+
+// eventKeys calls the optional DedupKey and DispatchOnRollback methods of
+// event v, of type et, if its type has them.
+func eventKeys(et *eventType, v any) (key string, keyed, keep bool) {
+	if et.info.keyed {
+		key, keyed = v.(dedupKeyer).DedupKey(), true
+	}
+	if et.info.keeps {
+		keep = v.(rollbackKeeper).DispatchOnRollback()
+	}
+	return key, keyed, keep
 }
 
 func invalidMessage(format string, args ...any) error {
@@ -649,14 +895,18 @@ func addHook(ctx context.Context, h hook, what string) error {
 		return fmt.Errorf("%w: %s outside a command or event handler", ErrNoUnitOfWork, what)
 	}
 	h.owner = f
-	x := f.ext()
-	u := x.unit
+	u := f.ext().unit
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if !f.isOpen(u) {
-		return fmt.Errorf("%w: %s after the handler of %s %s returned", ErrNoUnitOfWork, what, x.msg.Kind, x.msg.Name)
+		kind, name := f.describe()
+		return fmt.Errorf("%w: %s after the handler of %s %s returned", ErrNoUnitOfWork, what, kind, name)
 	}
-	u.hooks = append(u.hooks, h)
+	if u.hooks == nil {
+		u.hooks = &hookList{}
+		u.hooks.list = u.hooks.buf[:0]
+	}
+	u.hooks.list = append(u.hooks.list, h)
 	return nil
 }
 

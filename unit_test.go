@@ -434,6 +434,28 @@ func TestDedupKeepsFirstPosition(t *testing.T) {
 	wantSeq(t, log.get(), []string{"{a 1}", "{x}", "{a 3}", "{b 4}", "{x}"})
 }
 
+// De-duplication holds for cascades with many keys: past the few that
+// dispatch keeps in an array, the rest are kept in a map.
+func TestDedupManyKeys(t *testing.T) {
+	t.Parallel()
+	var events []any
+	var want []string
+	for _, val := range []string{"first", "again"} {
+		for i := range 20 {
+			events = append(events, Keyed{fmt.Sprint(i), val})
+			if val == "first" {
+				want = append(want, fmt.Sprint(i, "/", val))
+			}
+		}
+	}
+	var log recorder
+	bus := mb.New(&mb.Options{ErrorHandler: noErrors(t)})
+	mb.HandleCommandNoResult(bus, func(ctx context.Context, c DoIt) error { return mb.Emit(ctx, events...) })
+	mb.Subscribe(bus, func(ctx context.Context, e Keyed) error { log.add(e.Key + "/" + e.Val); return nil })
+	noErr(t, mb.Exec(context.Background(), bus, DoIt{}))
+	wantSeq(t, log.get(), want)
+}
+
 // The first emission of a key discarded by a failed nested Send does not
 // suppress a later one.
 func TestDedupAfterNestedRollback(t *testing.T) {

@@ -11,7 +11,10 @@ import (
 
 var sendVariants = []sendVariant{
 	{"mb", newSendMB},
+	{"mb-pooled", newSendMBPooled},
 	{"direct", newSendDirect},
+	{"floor", newSendFloor},
+	{"floor-typeptr", newSendFloorPtr},
 	{"watermill", newSendWatermill},
 }
 
@@ -43,12 +46,15 @@ func publishVariants(subs int) []publishVariant {
 		{"mb", newPublishMB(subs)},
 		{"direct", newPublishDirect(subs)},
 		{"eventbus", newPublishEventBus(subs)},
+		{"eventbus-closure", newPublishEventBusClosure(subs)},
 	}
 }
 
 var sendParallelVariants = []sendVariant{
 	{"mb", newSendMB},
+	{"mb-pooled", newSendMBPooled},
 	{"direct", newSendDirect},
+	{"floor", newSendFloor},
 }
 
 // parallelProcs are the GOMAXPROCS values BenchmarkSendParallel runs with,

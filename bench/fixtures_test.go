@@ -8,9 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
@@ -215,7 +218,85 @@ func newSendMB(testing.TB) sendFunc {
 	return mbSender(bus)
 }
 
+// newSendMBPooled registers createUser with mb.WithPooledContext: it does
+// not keep its context.
+func newSendMBPooled(testing.TB) sendFunc {
+	bus := newBus(&mb.Options{})
+	mb.HandleCommand(bus, createUser, mb.WithPooledContext())
+	return mbSender(bus)
+}
+
 func newSendDirect(testing.TB) sendFunc { return createUser }
+
+// The floor: the least a typed bus has to do to reach the handler
+// registered for a message type at run time. It looks the type up in an
+// immutable map published behind an atomic pointer (registration copies the
+// map), asserts the value found to the handler's typed func and calls it
+// through that func value. No unit of work, no recovery, no context of its
+// own: it is what mb's Send is compared with, not a rival.
+//
+// floorBus keys the map by reflect.Type, as most type-keyed registries do;
+// floorPtrBus keys it by the address of the type descriptor, which is
+// hashed as a plain pointer instead of through an interface.
+type floorBus struct {
+	handlers atomic.Pointer[map[reflect.Type]any]
+}
+
+type floorPtrBus struct {
+	handlers atomic.Pointer[map[unsafe.Pointer]any]
+}
+
+var errFloorNoHandler = errors.New("floor: no handler")
+
+// typeAddr returns the address of the type descriptor t stands for: the
+// data word of the reflect.Type interface.
+func typeAddr(t reflect.Type) unsafe.Pointer {
+	return (*[2]unsafe.Pointer)(unsafe.Pointer(&t))[1]
+}
+
+// register adds h to the map behind p, copying it.
+func register[K comparable](p *atomic.Pointer[map[K]any], key K, h any) {
+	m := map[K]any{}
+	if old := p.Load(); old != nil {
+		m = maps.Clone(*old)
+	}
+	m[key] = h
+	p.Store(&m)
+}
+
+func floorSend[R, C any](ctx context.Context, b *floorBus, cmd C) (R, error) {
+	h, ok := (*b.handlers.Load())[reflect.TypeFor[C]()].(func(context.Context, C) (R, error))
+	if !ok {
+		var zero R
+		return zero, errFloorNoHandler
+	}
+	return h(ctx, cmd)
+}
+
+func floorPtrSend[R, C any](ctx context.Context, b *floorPtrBus, cmd C) (R, error) {
+	h, ok := (*b.handlers.Load())[typeAddr(reflect.TypeFor[C]())].(func(context.Context, C) (R, error))
+	if !ok {
+		var zero R
+		return zero, errFloorNoHandler
+	}
+	return h(ctx, cmd)
+}
+
+func newSendFloor(testing.TB) sendFunc {
+	bus := &floorBus{}
+	register(&bus.handlers, reflect.TypeFor[CreateUser](), any(createUser))
+	return func(ctx context.Context, cmd CreateUser) (User, error) {
+		return floorSend[User](ctx, bus, cmd)
+	}
+}
+
+func newSendFloorPtr(testing.TB) sendFunc {
+	bus := &floorPtrBus{}
+	register(&bus.handlers, typeAddr(reflect.TypeFor[CreateUser]()), any(createUser))
+	return func(ctx context.Context, cmd CreateUser) (User, error) {
+		return floorPtrSend[User](ctx, bus, cmd)
+	}
+}
 
 func newSendWatermill(tb testing.TB) sendFunc { return newWatermill(tb, watermillNoEvents).send }
 
@@ -352,6 +433,26 @@ func newPublishEventBus(subs int) func(testing.TB) publishFunc {
 		}
 		return func(ctx context.Context, e UserCreated) error {
 			eb.Publish(eventBusTopic, ctx, e)
+			return nil
+		}
+	}
+}
+
+// newPublishEventBusClosure is EventBus's fastest mode: each handler func
+// is wrapped in a closure of one argument, the event, so that EventBus's
+// reflective call passes one value instead of two. The closures call the
+// very same handler funcs with the context they were built with.
+func newPublishEventBusClosure(subs int) func(testing.TB) publishFunc {
+	return func(tb testing.TB) publishFunc {
+		eb := EventBus.New()
+		ctx := context.Background()
+		for _, h := range eventHandlers[:subs] {
+			if err := eb.Subscribe(eventBusTopic, func(e UserCreated) { _ = h(ctx, e) }); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		return func(_ context.Context, e UserCreated) error {
+			eb.Publish(eventBusTopic, e)
 			return nil
 		}
 	}
