@@ -145,8 +145,9 @@ func resultAs[R any](e *entry, out any) (R, error) {
 
 // Send runs the handler of cmd in a unit of work and returns its result.
 //
-// Outside any handler, Send opens a unit of work (and a transaction when
-// the bus has a [Transactor]); when the handler returns without error the
+// Outside any handler, Send opens a unit of work (whose transaction, when
+// the bus has a [Transactor], begins when the handler first asks for it
+// with [TxFrom]); when the handler returns without error the
 // unit prepares, commits and then dispatches the events the handler emitted,
 // before Send returns. Once the unit has committed, its events and
 // after-commit hooks run with a context that keeps ctx's values but not its
@@ -349,9 +350,10 @@ func iterate[T any](seq iter.Seq2[T, error], yield func(T, error) bool) {
 // Emit records events in the unit of work of ctx. They are dispatched to
 // their handlers after the unit commits, in the order they were first
 // emitted, and discarded if it rolls back, except for events whose
-// DispatchOnRollback method returns true: those are dispatched either way. Events are struct values; Emit
-// records all of them or, if one is invalid (nil, not a struct, a pointer),
-// none and returns an error wrapping ErrInvalidMessage.
+// DispatchOnRollback method returns true: those are dispatched either way.
+// Events are struct values; Emit records all of them or, if one is invalid
+// (nil, not a struct, a pointer), none and returns an error wrapping
+// ErrInvalidMessage.
 //
 // Emit returns an error wrapping ErrNoUnitOfWork when ctx has no open unit of
 // work: outside a handler, in a query handler, or after the handler returned.
