@@ -26,7 +26,7 @@ func TestPublishConsume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tr := mbmem.New(nil)
-	defer tr.Close()
+	t.Cleanup(func() { _ = tr.Close() }) // after the consumer stops (cleanups run last first)
 	// Create the group and the dead-letter subscription before anything
 	// is published, so that the group keeps every message.
 	r, err := tr.Subscribe(ctx, mbdriver.Subscription{Topic: topic, Group: group})
@@ -169,7 +169,7 @@ func TestConsumeDuringMigrationFromJSON(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tr := mbmem.New(nil)
-	defer tr.Close()
+	t.Cleanup(func() { _ = tr.Close() }) // after the consumer stops (cleanups run last first)
 	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/orders"})
 	mb.RegisterMessage[OrderPlaced](reg)
 	codec := mbproto.New(nil)
