@@ -63,6 +63,25 @@ type Options struct {
 	// context but not its cancellation or deadline (see [Send]), so this
 	// is how a program bounds the time its event handlers may take.
 	EventTimeout time.Duration
+
+	// ConflictRetry, if set, runs a unit of work again from the start when
+	// the database aborted its transaction as a whole: a serialization
+	// failure or a deadlock, which Retry's savepoints cannot repair. The
+	// handler runs again in a new unit with a fresh transaction, up to
+	// ConflictRetry.MaxAttempts tries in all, ConflictRetry.Backoff
+	// apart; the events and hooks of a failed try are discarded
+	// (DispatchOnRollback events too, but for the last try's). Which
+	// errors are conflicts is ConflictRetry.IsRetryable's call, by default
+	// the Transactor's IsConflict(error) bool method (mbsql and mbpgx
+	// have one; without it, nothing is retried).
+	//
+	// Only outermost units are retried: a Send from outside any handler,
+	// the unit of each event handler (and so each handling of a consumed
+	// message). A nested Send shares its outer unit's transaction; its
+	// conflict fails the outer unit, which is retried as a whole. A
+	// retried handler must be safe to run again: what it does outside
+	// the transaction happens once per try. Nil means no such retry.
+	ConflictRetry *RetryOptions
 }
 
 // Validate returns the problems of o joined, each wrapping
@@ -84,6 +103,9 @@ func (o *Options) Validate() error {
 			p.add("Options.Middleware[%d] is nil; remove it", i)
 		}
 	}
+	if o.ConflictRetry != nil {
+		o.ConflictRetry.check(&p, "Options.ConflictRetry")
+	}
 	return p.err()
 }
 
@@ -91,6 +113,19 @@ func (o *Options) Validate() error {
 // and the slices the bus keeps cloned.
 func (o Options) withDefaults() Options {
 	o.Middleware = slices.Clone(o.Middleware)
+	if o.ConflictRetry != nil {
+		r := *o.ConflictRetry
+		if r.IsRetryable == nil {
+			c, ok := o.Transactor.(interface{ IsConflict(error) bool })
+			if ok {
+				r.IsRetryable = c.IsConflict
+			} else {
+				r.IsRetryable = func(error) bool { return false }
+			}
+		}
+		r = r.withDefaults()
+		o.ConflictRetry = &r
+	}
 	if o.MaxCascadeDepth == 0 {
 		o.MaxCascadeDepth = DefaultMaxCascadeDepth
 	}

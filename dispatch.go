@@ -160,29 +160,39 @@ func (b *Bus) runEvent(ctx context.Context, ef *eventFrame, h *entry, rec *event
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	f := &ef.frame
-	f.Context, f.e, ef.rec = ctx, h, rec
-	run, err := true, error(nil)
-	if guard != nil {
-		run, err = callGuard(f, guard, h)
-	}
-	if err == nil && run {
-		if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
-			err = callErr(f, fn, rec.value)
-		} else {
-			_, err = callChain(f, rec.value)
+	for try := 1; ; try++ {
+		if try > 1 {
+			// A new frame: a context kept from the failed try must not
+			// reach this one's unit.
+			ef = &eventFrame{}
 		}
-	}
-	evs, hooks, err := f.endUnit(f.x.Load(), err)
-	if err == nil {
-		if len(hooks) > 0 {
-			b.runAfter(ctx, hooks)
+		f := &ef.frame
+		f.Context, f.e, ef.rec = ctx, h, rec
+		run, err := true, error(nil)
+		if guard != nil {
+			run, err = callGuard(f, guard, h)
 		}
-		return evs, nil
-	}
-	return evs, &HandlerError{
-		Kind: KindEvent, Name: rec.et.info.name, Handler: h.handler,
-		ID: rec.meta.ID(), Err: err,
+		if err == nil && run {
+			if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
+				err = callErr(f, fn, rec.value)
+			} else {
+				_, err = callChain(f, rec.value)
+			}
+		}
+		evs, hooks, err := f.endUnit(f.x.Load(), err)
+		if err == nil {
+			if len(hooks) > 0 {
+				b.runAfter(ctx, hooks)
+			}
+			return evs, nil
+		}
+		if b.retryConflict(ctx, err, try) {
+			continue
+		}
+		return evs, &HandlerError{
+			Kind: KindEvent, Name: rec.et.info.name, Handler: h.handler,
+			ID: rec.meta.ID(), Err: err,
+		}
 	}
 }
 

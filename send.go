@@ -87,7 +87,7 @@ func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 // with a pooled context: e is pooled, and ctx belongs to no unit of work
 // of b that the command would join.
 func (b *Bus) pooledRoot(ctx context.Context, e *entry) bool {
-	if e.pool == nil {
+	if e.pool == nil || b.opts.ConflictRetry != nil {
 		return false
 	}
 	outer := frameFrom(ctx)
@@ -186,23 +186,29 @@ func Send[R, C any](ctx context.Context, bus *Bus, cmd C) (R, error) {
 		}
 		return res, nil
 	}
-	f, err := bus.openCommand(ctx, e)
-	if err != nil {
-		return zero, err
-	}
-	var res R
-	if fast {
-		res, err = callTyped(f, fn, cmd)
-	} else {
-		var out any
-		if out, err = callChain(f, cmd); err == nil {
-			res, err = resultAs[R](e, out)
+	for try := 1; ; try++ {
+		f, err := bus.openCommand(ctx, e)
+		if err != nil {
+			return zero, err
 		}
+		var res R
+		if fast {
+			res, err = callTyped(f, fn, cmd)
+		} else {
+			var out any
+			if out, err = callChain(f, cmd); err == nil {
+				res, err = resultAs[R](e, out)
+			}
+		}
+		again, err := f.finishTry(err, try)
+		switch {
+		case again:
+			continue
+		case err != nil:
+			return zero, err
+		}
+		return res, nil
 	}
-	if err = f.finish(err); err != nil {
-		return zero, err
-	}
-	return res, nil
 }
 
 // Exec runs the handler of cmd like [Send] and discards its result. It is how
@@ -219,16 +225,20 @@ func Exec[C any](ctx context.Context, bus *Bus, cmd C) error {
 		pf, pctx := e.pooledContext(ctx)
 		return pf.end(callErr(pctx, fn, cmd))
 	}
-	f, err := bus.openCommand(ctx, e)
-	if err != nil {
-		return err
+	for try := 1; ; try++ {
+		f, err := bus.openCommand(ctx, e)
+		if err != nil {
+			return err
+		}
+		if fast {
+			err = callErr(f, fn, cmd)
+		} else {
+			_, err = callChain(f, cmd)
+		}
+		if again, err := f.finishTry(err, try); !again {
+			return err
+		}
 	}
-	if fast {
-		err = callErr(f, fn, cmd)
-	} else {
-		_, err = callChain(f, cmd)
-	}
-	return f.finish(err)
 }
 
 func callErr[M any](ctx context.Context, fn func(context.Context, M) error, m M) (err error) {

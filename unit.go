@@ -679,6 +679,43 @@ func (f *frame) endUnit(x *frameExt, err error) ([]recorded, []hook, error) {
 	return evs, hooks, nil
 }
 
+// finishTry ends f like finish, except that when f roots a unit of work
+// that failed with a conflict the bus retries (Options.ConflictRetry), it
+// leaves the unit rolled back with nothing dispatched and reports again:
+// the caller runs the handler again, in a new frame, as try+1.
+func (f *frame) finishTry(err error, try int) (again bool, _ error) {
+	b := f.bus()
+	if b.opts.ConflictRetry == nil {
+		return false, f.finish(err)
+	}
+	x := f.x.Load()
+	if x == nil {
+		if f.x.CompareAndSwap(nil, &doneExt) {
+			return err != nil && b.retryConflict(f.Context, err, try), err
+		}
+		x = f.x.Load()
+	}
+	if x.parent != nil {
+		return false, f.finishNested(x, err)
+	}
+	evs, hooks, err := f.endUnit(x, err)
+	if err != nil && b.retryConflict(f.Context, err, try) {
+		return true, err
+	}
+	return false, f.afterUnit(evs, hooks, err)
+}
+
+// retryConflict reports whether an outermost unit that failed with err on
+// try runs again (Options.ConflictRetry), after waiting its backoff; false
+// when ctx ends first.
+func (b *Bus) retryConflict(ctx context.Context, err error, try int) bool {
+	r := b.opts.ConflictRetry
+	if r == nil || try >= r.MaxAttempts || !r.IsRetryable(err) {
+		return false
+	}
+	return sleepCtx(ctx, r.Backoff.Delay(try)) == nil
+}
+
 // kept returns the events among evs that are dispatched even though their
 // unit rolled back, in order.
 func kept(evs []recorded) []recorded {
@@ -697,6 +734,14 @@ func kept(evs []recorded) []recorded {
 // errors go to the bus's error handler, not to the caller.
 func (f *frame) finishRoot(x *frameExt, err error) error {
 	evs, hooks, err := f.endUnit(x, err)
+	return f.afterUnit(evs, hooks, err)
+}
+
+// afterUnit does what follows the end of the unit rooted at f, with what
+// endUnit returned: dispatching the events and running the after-commit
+// hooks of a committed unit, or the DispatchOnRollback events of one that
+// rolled back. It returns err.
+func (f *frame) afterUnit(evs []recorded, hooks []hook, err error) error {
 	if err != nil {
 		if len(evs) > 0 {
 			f.bus().dispatch(detached(f.Context), evs, nil, nil)
