@@ -120,6 +120,9 @@
 // rolls back with its unit. Nested units share it through savepoints
 // ([Savepointer]), set when the nested unit opens, or when the transaction
 // begins inside it. A transaction that cannot begin fails its unit.
+// Databases abort whole transactions on serialization failures and
+// deadlocks; [Options.ConflictRetry] then runs the outermost unit again
+// from the start in a fresh transaction.
 //
 // # Middleware
 //

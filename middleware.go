@@ -182,7 +182,8 @@ func (o RetryOptions) withDefaults() RetryOptions {
 // unit of work: the events (and, with a savepoint-capable transaction, the
 // writes) of a failed try are discarded before the next. A transaction that
 // the database has aborted as a whole (a serialization failure, say) cannot
-// be repaired this way; retrying those needs a new unit of work.
+// be repaired this way; [Options.ConflictRetry] runs the whole unit again
+// instead.
 //
 // opts may be nil for the defaults; Retry keeps a copy. It panics with
 // the error of [RetryOptions.Validate] when opts are invalid.
