@@ -82,6 +82,12 @@ type Options struct {
 	// retried handler must be safe to run again: what it does outside
 	// the transaction happens once per try. Nil means no such retry.
 	ConflictRetry *RetryOptions
+
+	// Forward, if set, also sends the events that units of work emit to
+	// other processes: through an *[Outbox], in the unit's transaction,
+	// never lost, or through a *[Publisher] after the commit, lost if the
+	// process dies in between. See [Forwarder].
+	Forward Forwarder
 }
 
 // Validate returns the problems of o joined, each wrapping

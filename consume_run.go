@@ -387,19 +387,15 @@ const (
 func (c *Consumer) handle(ctx context.Context, d *delivery) outcome {
 	m := d.msg
 	var env Envelope
-	err := env.fromHeaders(m.Headers, m.Body)
-	var v any
-	if err == nil {
-		v, err = c.reg.Decode(&env, c.codecFor(env.DataContentType))
-	}
+	v, err := decodeMessage(&env, m, c.reg, c.o.Codec, c.o.Codecs)
 	if err != nil {
 		now := time.Now().UTC()
 		err = fmt.Errorf("mb: consumer: cannot decode message %q from %q: %w", m.ID, d.sourceTopic(), err)
 		c.deadLetter(ctx, d, err, 1, now, now)
 		return settled
 	}
-	in := incoming{id: env.ID, correlation: env.CorrelationID, causation: env.CausationID, source: env.Source, extensions: env.Extensions}
-	guard := c.inboxGuard(&env)
+	in := env.incoming()
+	guard := inboxGuard(c.o.Inbox, c.o.Group, &env, "ConsumerOptions.Inbox")
 	hctx, done := ctx, func(error) {}
 	if c.o.OnReceive != nil {
 		e := new(Envelope) // the hook may keep its own copy only
@@ -445,19 +441,34 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) outcome {
 	}
 }
 
-// inboxGuard returns the guard that claims each handling of env in the
-// Inbox, or nil without one.
-func (c *Consumer) inboxGuard(env *Envelope) guardFunc {
-	if c.o.Inbox == nil {
+// inboxGuard returns the guard that claims each handling of env by group
+// in inbox, or nil without one. field names the inbox's option, for
+// errors.
+func inboxGuard(inbox Inbox, group string, env *Envelope, field string) guardFunc {
+	if inbox == nil {
 		return nil
 	}
-	group, inbox, id, src := c.o.Group, c.o.Inbox, env.ID, env.Source
+	id, src := env.ID, env.Source
 	return func(ctx context.Context, h *entry) (bool, error) {
 		if err := h.stableName(); err != nil {
-			return false, fmt.Errorf("mb: consumer: ConsumerOptions.Inbox: %w", err)
+			return false, fmt.Errorf("mb: %s: %w", field, err)
 		}
 		return inbox.Claim(ctx, InboxKey{Group: group, Handler: h.handler, Source: src, MessageID: id})
 	}
+}
+
+// decodeMessage reads m's envelope into env and decodes its payload with
+// the codec of its content type among main and more.
+func decodeMessage(env *Envelope, m *mbdriver.Message, reg *Registry, main Codec, more []Codec) (any, error) {
+	if err := env.fromHeaders(m.Headers, m.Body); err != nil {
+		return nil, err
+	}
+	return reg.Decode(env, codecFor(main, more, env.DataContentType))
+}
+
+// incoming returns the identity e's message arrived with.
+func (e *Envelope) incoming() incoming {
+	return incoming{id: e.ID, correlation: e.CorrelationID, causation: e.CausationID, source: e.Source, extensions: e.Extensions}
 }
 
 // later sets d's message up for another try after delay: through the
@@ -520,17 +531,18 @@ func (c *Consumer) receiveHook(ctx context.Context, env *Envelope) (hctx context
 	}
 }
 
-// codecFor returns the codec for payloads of media type ct.
-func (c *Consumer) codecFor(ct string) Codec {
-	if ct == "" || len(c.o.Codecs) == 0 || sameMediaType(ct, c.o.Codec.ContentType()) {
-		return c.o.Codec
+// codecFor returns the codec for payloads of media type ct: the first of
+// main and more whose content type it is, or main.
+func codecFor(main Codec, more []Codec, ct string) Codec {
+	if ct == "" || len(more) == 0 || sameMediaType(ct, main.ContentType()) {
+		return main
 	}
-	for _, cd := range c.o.Codecs {
+	for _, cd := range more {
 		if sameMediaType(ct, cd.ContentType()) {
 			return cd
 		}
 	}
-	return c.o.Codec
+	return main
 }
 
 // fail records a failed handling of the message with key (source and id)

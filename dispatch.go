@@ -181,6 +181,9 @@ func (b *Bus) runEvent(ctx context.Context, ef *eventFrame, h *entry, rec *event
 		}
 		evs, hooks, err := f.endUnit(f.x.Load(), err)
 		if err == nil {
+			if fw := b.opts.Forward; fw != nil && len(evs) > 0 {
+				fw.afterCommit(b, ctx, evs)
+			}
 			if len(hooks) > 0 {
 				b.runAfter(ctx, hooks)
 			}

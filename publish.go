@@ -47,6 +47,10 @@ type PublisherOptions struct {
 	// Publish and nothing is sent. It must not keep env, and it is called
 	// from the goroutines that call Publish.
 	OnPublish func(ctx context.Context, env *Envelope)
+	// Select chooses, when the Publisher is a bus's [Options.Forward],
+	// which events emitted in its units of work it publishes, by message
+	// name. Nil means every event whose type the registry knows.
+	Select func(name string) bool
 }
 
 // Publisher publishes events to a transport: the portable half of
@@ -61,15 +65,12 @@ type PublisherOptions struct {
 // unit of work later rolls back has been sent anyway. Use an outbox for
 // events that must leave if and only if the business transaction commits.
 type Publisher struct {
-	d         mbdriver.Publisher
-	reg       *Registry
-	onPublish func(ctx context.Context, env *Envelope)
-	codec     Codec
-	route     Router
-	source    string
-	maxBatch  int
-	retry     RetryOptions
-	closed    atomic.Bool
+	d        mbdriver.Publisher
+	enc      encoder
+	sel      func(name string) bool
+	maxBatch int
+	retry    RetryOptions
+	closed   atomic.Bool
 }
 
 // NewPublisher returns a Publisher that encodes with reg and sends through
@@ -98,8 +99,11 @@ func NewPublisher(d mbdriver.Publisher, reg *Registry, opts *PublisherOptions) (
 	}
 	o = o.withDefaults(d, reg)
 	return &Publisher{
-		d: d, reg: reg, codec: o.Codec, route: o.Router, source: o.Source,
-		maxBatch: o.MaxBatch, retry: o.Retry, onPublish: o.OnPublish,
+		d: d, sel: o.Select, maxBatch: o.MaxBatch, retry: o.Retry,
+		enc: encoder{
+			reg: reg, codec: o.Codec, route: o.Router, source: o.Source,
+			hook: o.OnPublish, what: "PublisherOptions.OnPublish",
+		},
 	}, nil
 }
 
@@ -177,6 +181,12 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 	if err != nil {
 		return err
 	}
+	return p.sendAll(ctx, topics)
+}
+
+// sendAll sends the batches of each topic, in order, in chunks of at
+// most MaxBatch.
+func (p *Publisher) sendAll(ctx context.Context, topics []*topicBatch) error {
 	for _, b := range topics {
 		for start := 0; start < len(b.msgs); start += p.maxBatch {
 			chunk := b.msgs[start:min(start+p.maxBatch, len(b.msgs))]
@@ -191,69 +201,104 @@ func (p *Publisher) Publish(ctx context.Context, events ...any) error {
 // encode encodes events in envelopes with the identity ctx gives them and
 // groups them by topic, in the order each topic first appears.
 func (p *Publisher) encode(ctx context.Context, events []any) ([]*topicBatch, error) {
-	var corr, cause string
-	if md, ok := MetadataFrom(ctx); ok {
-		corr, cause = md.CorrelationID, md.ID
-	} else if in := correlationFrom(ctx); in != nil {
-		corr = in.correlation
-	}
+	corr, cause := identityFrom(ctx)
 	// One time, formatted once, and one block of messages for the whole
 	// call.
 	now := time.Now().UTC()
 	ts := now.Format(time.RFC3339Nano)
 	slab := make([]mbdriver.Message, len(events))
 	var topics []*topicBatch // a call has few topics: a list does
-	var env Envelope
 	for i, ev := range events {
-		env = Envelope{ID: NewID(), Source: p.source, Time: now, CorrelationID: corr, CausationID: cause}
-		if env.CorrelationID == "" {
-			env.CorrelationID = env.ID
-		}
-		if err := p.reg.encode(&env, ev, p.codec, &env); err != nil {
+		m := &slab[i]
+		topic, err := p.enc.message(ctx, ev, NewID(), corr, cause, now, ts, m)
+		if err != nil {
 			return nil, fmt.Errorf("mb: Publish: event %d (%T): %w", i, ev, err)
 		}
-		hts := ts
-		if p.onPublish != nil {
-			e := new(Envelope) // the hook's copy: env itself stays on the stack
-			*e = env
-			if err := p.hook(ctx, e); err != nil {
-				return nil, fmt.Errorf("mb: Publish: event %d (%T): after PublisherOptions.OnPublish: %w", i, ev, err)
-			}
-			env = *e
-			if !env.Time.Equal(now) { // the hook moved it
-				hts = ""
-				if !env.Time.IsZero() {
-					hts = env.Time.Format(time.RFC3339Nano)
-				}
-			}
-		}
-		topic := p.route(env.Type)
-		if topic == "" {
-			return nil, fmt.Errorf("%w: Publish: the Router maps %q to an empty topic", ErrInvalidArgument, env.Type)
-		}
-		j := slices.IndexFunc(topics, func(b *topicBatch) bool { return b.topic == topic })
-		if j < 0 {
-			j = len(topics)
-			topics = append(topics, &topicBatch{topic: topic})
-		}
-		b := topics[j]
-		m := &slab[i]
-		*m = mbdriver.Message{ID: env.ID, Headers: env.headers(hts), Body: env.Data, PartitionKey: env.PartitionKey}
-		b.msgs = append(b.msgs, m)
+		topics = addToTopic(topics, topic, m)
 	}
 	return topics, nil
 }
 
-// hook runs OnPublish on env and checks what it left; a panic in it is an
-// error.
-func (p *Publisher) hook(ctx context.Context, env *Envelope) (err error) {
+// addToTopic appends m to the batch of topic in topics, adding one when
+// there is none yet.
+func addToTopic(topics []*topicBatch, topic string, m *mbdriver.Message) []*topicBatch {
+	j := slices.IndexFunc(topics, func(b *topicBatch) bool { return b.topic == topic })
+	if j < 0 {
+		j = len(topics)
+		topics = append(topics, &topicBatch{topic: topic})
+	}
+	topics[j].msgs = append(topics[j].msgs, m)
+	return topics
+}
+
+// identityFrom returns the correlation and causation ids of a message
+// published with ctx: those of the message being handled, or the
+// correlation id set with WithCorrelationID.
+func identityFrom(ctx context.Context) (corr, cause string) {
+	if md, ok := MetadataFrom(ctx); ok {
+		return md.CorrelationID, md.ID
+	}
+	if in := correlationFrom(ctx); in != nil {
+		return in.correlation, ""
+	}
+	return "", ""
+}
+
+// encoder turns events into driver messages: the part of sending events
+// across processes that a Publisher and an Outbox share.
+type encoder struct {
+	reg    *Registry
+	codec  Codec
+	route  Router
+	source string
+	hook   func(ctx context.Context, env *Envelope) // the tracing hook, if any
+	what   string                                   // the hook's name, for errors
+}
+
+// message encodes ev into m, as an envelope with id, correlation and
+// causation ids corr and cause (corr defaults to id) and time now, whose
+// text is ts, and returns the topic it is routed to. The hook sees the
+// envelope with ctx.
+func (c *encoder) message(ctx context.Context, ev any, id, corr, cause string, now time.Time, ts string, m *mbdriver.Message) (string, error) {
+	env := Envelope{ID: id, Source: c.source, Time: now, CorrelationID: corr, CausationID: cause}
+	if env.CorrelationID == "" {
+		env.CorrelationID = env.ID
+	}
+	if err := c.reg.encode(&env, ev, c.codec, &env); err != nil {
+		return "", err
+	}
+	if c.hook != nil {
+		e := new(Envelope) // the hook's copy: env itself stays on the stack
+		*e = env
+		if err := c.runHook(ctx, e); err != nil {
+			return "", fmt.Errorf("after %s: %w", c.what, err)
+		}
+		env = *e
+		if !env.Time.Equal(now) { // the hook moved it
+			ts = ""
+			if !env.Time.IsZero() {
+				ts = env.Time.Format(time.RFC3339Nano)
+			}
+		}
+	}
+	topic := c.route(env.Type)
+	if topic == "" {
+		return "", fmt.Errorf("%w: the Router maps %q to an empty topic", ErrInvalidArgument, env.Type)
+	}
+	*m = mbdriver.Message{ID: env.ID, Headers: env.headers(ts), Body: env.Data, PartitionKey: env.PartitionKey}
+	return topic, nil
+}
+
+// runHook runs the hook on env and checks what it left; a panic in it is
+// an error.
+func (c *encoder) runHook(ctx context.Context, env *Envelope) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: the hook panicked: %w", ErrInvalidArgument, newPanicError(r))
 		}
 	}()
 	typ, data := env.Type, env.Data
-	p.onPublish(ctx, env)
+	c.hook(ctx, env)
 	if env.Type != typ || !bytes.Equal(env.Data, data) {
 		return fmt.Errorf("%w: the hook changed Type or Data; it may change the other attributes only", ErrInvalidArgument)
 	}

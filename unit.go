@@ -45,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -641,6 +642,14 @@ func (f *frame) endUnit(x *frameExt, err error) ([]recorded, []hook, error) {
 		if n > 0 {
 			err = u.prepare(f)
 		}
+		if fw := f.bus().opts.Forward; err == nil && fw != nil {
+			u.mu.Lock()
+			evs := slices.Clone(u.events)
+			u.mu.Unlock()
+			if len(evs) > 0 {
+				err = fw.beforeCommit(f.bus(), f, evs)
+			}
+		}
 	}
 	u.mu.Lock()
 	x.done = true
@@ -752,6 +761,9 @@ func (f *frame) afterUnit(evs []recorded, hooks []hook, err error) error {
 		// Committed: what follows must happen whatever becomes of the
 		// caller's context.
 		ctx := detached(f.Context)
+		if fw := f.bus().opts.Forward; fw != nil && len(evs) > 0 {
+			fw.afterCommit(f.bus(), ctx, evs)
+		}
 		if len(evs) > 0 {
 			f.bus().dispatch(ctx, evs, nil, nil)
 		}
