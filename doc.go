@@ -191,6 +191,39 @@
 // as Redis Streams and mbmem); an existing group always resumes where it
 // left off.
 //
+// # Outbox and relay
+//
+// A [Publisher] sends events when it is called, so an event published by a
+// handler is sent even if the unit later rolls back, and lost if the
+// process dies after the commit but before the publish. A transactional
+// [Outbox] closes both gaps: it stores events in the unit's own
+// transaction, before the commit, so that they exist exactly when the
+// business data does, and a [Relay] publishes them afterwards, at least
+// once. The store is the database adapter's (mbsql for database/sql,
+// mbpgx for pgx; mbmem's in-memory one for tests):
+//
+//	ob, err := mb.NewOutbox(store, reg, nil)
+//	bus := mb.New(&mb.Options{Transactor: tr, Forward: ob})
+//	relay, err := mb.NewRelay(store, redisStreams, &mb.RelayOptions{Outbox: ob})
+//	go relay.Run(ctx)
+//
+// With [Options.Forward] set to the Outbox, every event a unit emits whose
+// type the registry knows is stored with the identity it has in process;
+// [Outbox.Publish] stores the events given, and [Outbox.PublishAt] holds
+// them until a given time (delayed and scheduled messages). Setting a
+// Publisher as Options.Forward instead publishes them right after the
+// commit: one line to change, for the events that may be lost.
+//
+// Many relays may share a store, in one process or several: the store's
+// leases give each message to one relay at a time and keep the write
+// order of messages with the same partition key. A relay retries a
+// message the transport refuses, holding back only the later messages of
+// its key, and parks it after [RelayOptions.MaxAttempts]; an outage of the
+// transport counts no attempt. A [LocalDelivery] given to a relay
+// delivers to the bus's own handlers instead of a broker: durable,
+// retried in-process event handlers with no broker at all, exactly once
+// each with an [Inbox] in the same database.
+//
 // # Configuration
 //
 // Every package of mb is configured the same way:
