@@ -241,6 +241,53 @@ func Exec[C any](ctx context.Context, bus *Bus, cmd C) error {
 	}
 }
 
+// Run runs fn in a unit of work of bus, as [Send] runs a command's
+// handler, for work that is not a command: an HTTP request (see package
+// mbhttp), a job, a script. fn's context carries the unit: [Emit],
+// [TxFrom], the hooks and Send of bus work in it. The unit commits when fn
+// returns nil, rolls back when it returns an error or panics (a panic
+// becomes an error wrapping ErrPanic), and its events are dispatched after
+// the commit, before Run returns; [Options.ConflictRetry] runs fn again
+// like a command's handler. Inside a handler of bus, Run joins that
+// handler's unit as a nested Send does. fn runs without the bus's
+// middleware; it is named "mb.Run" in errors and metadata, or name when
+// one is given.
+//
+// Run returns fn's error (or the unit's: a failed commit), and an error
+// wrapping ErrInvalidArgument for a nil bus, context or fn.
+func Run(ctx context.Context, bus *Bus, name string, fn func(ctx context.Context) error) error {
+	switch {
+	case bus == nil:
+		return fmt.Errorf("%w: Run on a nil *Bus", ErrInvalidArgument)
+	case ctx == nil:
+		return fmt.Errorf("%w: Run with a nil context", ErrInvalidArgument)
+	case fn == nil:
+		return fmt.Errorf("%w: Run with a nil func", ErrInvalidArgument)
+	}
+	if name == "" {
+		name = "mb.Run"
+	}
+	e := &entry{bus: bus, kind: KindCommand, name: name, handler: name, fnName: name, named: true, direct: true}
+	for try := 1; ; try++ {
+		f, err := bus.openCommand(ctx, e)
+		if err != nil {
+			return err
+		}
+		if again, err := f.finishTry(callRun(f, fn), try); !again {
+			return err
+		}
+	}
+}
+
+func callRun(ctx context.Context, fn func(context.Context) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = newPanicError(p)
+		}
+	}()
+	return fn(ctx)
+}
+
 func callErr[M any](ctx context.Context, fn func(context.Context, M) error, m M) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
