@@ -1,6 +1,7 @@
 // Command producer places a few orders: a PlaceOrder command handler
-// publishes an OrderPlaced event for each through an mb.Publisher over
-// Redis Streams. Run the consumer (../consumer) to handle them.
+// emits an OrderPlaced event for each, which the bus forwards to Redis
+// Streams through an mb.Publisher once the command's unit of work has
+// committed. Run the consumer (../consumer) to handle them.
 //
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/redis-events/producer -n 3
 package main
@@ -60,12 +61,15 @@ func run(n int) error {
 	}
 	defer pub.Close()
 
-	bus := mb.New()
+	// Forward: the integration events a unit emits (those the registry
+	// knows) are published after it commits, and never if it rolls back.
+	// An event is lost if the process dies between the commit and the
+	// publish: with a database, an mb.Outbox in Forward's place stores it
+	// in the order's transaction instead, and a relay publishes it.
+	bus := mb.New(&mb.Options{Forward: pub})
 	mb.HandleCommandNoResult(bus, func(ctx context.Context, cmd PlaceOrder) error {
 		// ... store the order ...
-		// Publishing is not transactional: use an outbox when the event
-		// must leave if and only if the order is stored.
-		return pub.Publish(ctx, orders.OrderPlaced{OrderID: cmd.OrderID, Customer: cmd.Customer, Total: cmd.Total})
+		return mb.Emit(ctx, orders.OrderPlaced{OrderID: cmd.OrderID, Customer: cmd.Customer, Total: cmd.Total})
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
