@@ -210,3 +210,30 @@ func (o *Outbox) watch(r *Relay) (unwatch func()) {
 		}
 	}
 }
+
+// EmitAt records events in the unit of work of ctx, like [Emit], to be
+// delivered not before t: a reminder tomorrow, a timeout in an hour. They
+// go through the bus's outbox (its [Options.Forward] must be an *Outbox),
+// stored in the unit's transaction, and a [Relay] publishes them when they
+// are due: to other processes, or to the bus's own handlers when the relay
+// publishes to a [LocalDelivery]. They are not dispatched in process when
+// the unit commits, and are dropped with it when it rolls back. EmitAt is
+// [Outbox.PublishAt] on the bus's outbox.
+//
+// EmitAt returns an error wrapping ErrNoUnitOfWork outside a command or
+// event handler, and one wrapping ErrInvalidArgument when the bus forwards
+// to no Outbox.
+func EmitAt(ctx context.Context, t time.Time, events ...any) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: EmitAt with a nil context", ErrInvalidArgument)
+	}
+	f := frameFrom(ctx)
+	if f == nil || !f.hasUnit() {
+		return fmt.Errorf("%w: EmitAt outside a command or event handler", ErrNoUnitOfWork)
+	}
+	ob, ok := f.bus().opts.Forward.(*Outbox)
+	if !ok {
+		return fmt.Errorf("%w: EmitAt needs an *Outbox as the bus's Options.Forward to keep the events until they are due", ErrInvalidArgument)
+	}
+	return ob.PublishAt(ctx, t, events...)
+}

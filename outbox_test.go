@@ -346,3 +346,37 @@ func TestOutboxAndRelayInvalid(t *testing.T) {
 	_, err = mb.NewLocalDelivery(nil, nil, nil)
 	wantErr(t, err, mb.ErrInvalidArgument)
 }
+
+// EmitAt stores events for later through the bus's outbox, and fails
+// without one.
+func TestEmitAt(t *testing.T) {
+	reg := cxRegistry(t)
+	var store mbmem.Outbox
+	ob, _ := mb.NewOutbox(&store, reg, nil)
+	due := time.Now().Add(time.Hour)
+	for _, c := range []struct {
+		bus  *mb.Bus
+		want error
+	}{{mb.New(&mb.Options{Forward: ob}), nil}, {mb.New(), mb.ErrInvalidArgument}} {
+		var dispatched atomic.Int32
+		mb.Subscribe(c.bus, func(ctx context.Context, e CxOrderPlaced) error { dispatched.Add(1); return nil })
+		mb.HandleCommandNoResult(c.bus, func(ctx context.Context, d DoIt) error {
+			return mb.EmitAt(ctx, due, CxOrderPlaced{Order: d.What})
+		})
+		if err := mb.Exec(context.Background(), c.bus, DoIt{"remind"}); !errors.Is(err, c.want) {
+			t.Fatalf("Exec = %v, want %v", err, c.want)
+		}
+		if dispatched.Load() != 0 {
+			t.Fatal("a delayed event was dispatched at the commit")
+		}
+	}
+	if st, _ := store.Stats(context.Background()); st.Pending != 1 {
+		t.Fatalf("stats %+v, want the delayed event pending", st)
+	}
+	msgs, err := store.Claim(context.Background(), "t", 10, time.Minute)
+	noErr(t, err)
+	if len(msgs) != 0 {
+		t.Fatalf("claimed %d messages before they were due", len(msgs))
+	}
+	wantErr(t, mb.EmitAt(context.Background(), due, CxOrderPlaced{}), mb.ErrNoUnitOfWork)
+}
