@@ -209,8 +209,9 @@
 //
 // With [Options.Forward] set to the Outbox, every event a unit emits whose
 // type the registry knows is stored with the identity it has in process;
-// [Outbox.Publish] stores the events given, and [Outbox.PublishAt] holds
-// them until a given time (delayed and scheduled messages). Setting a
+// [Outbox.Publish] stores the events given, and [Outbox.PublishAt] (or
+// [EmitAt], through the bus's outbox) holds them until a given time:
+// delayed and scheduled messages. Setting a
 // Publisher as Options.Forward instead publishes them right after the
 // commit: one line to change, for the events that may be lost.
 //
