@@ -83,6 +83,10 @@ type Options struct {
 	// the transaction happens once per try. Nil means no such retry.
 	ConflictRetry *RetryOptions
 
+	// Observer, if set, watches every handling and event dispatch; see
+	// [Observer] and [Bus.Observe], which adds more.
+	Observer Observer
+
 	// Forward, if set, also sends the events that units of work emit to
 	// other processes: through an *[Outbox], in the unit's transaction,
 	// never lost, or through a *[Publisher] after the commit, lost if the
@@ -113,6 +117,14 @@ func (o *Options) Validate() error {
 		o.ConflictRetry.check(&p, "Options.ConflictRetry")
 	}
 	return p.err()
+}
+
+// observers returns the observers the options install.
+func (o *Options) observers() []Observer {
+	if o.Observer == nil {
+		return nil
+	}
+	return []Observer{o.Observer}
 }
 
 // withDefaults returns a copy of valid options with the zero fields filled
@@ -180,6 +192,7 @@ func New(opts ...*Options) *Bus {
 		commands: map[typeKey]*entry{},
 		queries:  map[typeKey]*entry{},
 		mw:       b.opts.Middleware,
+		obs:      b.opts.observers(),
 	})
 	return b
 }
@@ -274,6 +287,7 @@ type handlerTable struct {
 	queries  map[typeKey]*entry // queries and stream queries
 	subs     []*entry           // event handlers in registration order
 	mw       []Middleware
+	obs      []Observer
 	// events caches, per concrete event type, its type info and resolved
 	// handlers. It is copied on write: after warm-up, dispatch reads a
 	// plain map.
@@ -330,6 +344,7 @@ func (b *Bus) update(fn func(r *handlerTable) error) error {
 		queries:  maps.Clone(old.queries),
 		subs:     slices.Clip(old.subs),
 		mw:       old.mw,
+		obs:      old.obs,
 	}
 	if err := fn(r); err != nil {
 		return err
@@ -347,11 +362,12 @@ func (t *handlerTable) rebuild(bus *Bus) *handlerTable {
 		queries:  make(map[typeKey]*entry, len(t.queries)),
 		subs:     make([]*entry, len(t.subs)),
 		mw:       slices.Clip(t.mw),
+		obs:      slices.Clip(t.obs),
 	}
 	own := func(e *entry) *entry {
 		ce := *e
 		ce.bus = bus
-		ce.build(r.mw)
+		ce.build(r.mw, r.obs)
 		return &ce
 	}
 	for k, e := range t.commands {

@@ -78,6 +78,11 @@ func (b *Bus) dispatch(ctx context.Context, first []recorded, frames0 []eventFra
 		}
 		hs := et.handlers
 		if len(hs) == 0 {
+			if len(table.obs) > 0 {
+				if done := b.observeEvent(ctx, table.obs, rec, 0); done != nil {
+					done()
+				}
+			}
 			continue
 		}
 		if int(rec.depth) > b.opts.MaxCascadeDepth {
@@ -97,6 +102,10 @@ func (b *Bus) dispatch(ctx context.Context, first []recorded, frames0 []eventFra
 		if i != 0 || len(frames) != len(hs) {
 			frames = make([]eventFrame, len(hs))
 		}
+		var done func()
+		if len(table.obs) > 0 {
+			done = b.observeEvent(ctx, table.obs, rec, len(hs))
+		}
 		if b.opts.EventConcurrency <= 1 || len(hs) == 1 {
 			for j, h := range hs {
 				evs, err := b.runEvent(ctx, &frames[j], h, rec, guard)
@@ -105,14 +114,17 @@ func (b *Bus) dispatch(ctx context.Context, first []recorded, frames0 []eventFra
 				}
 				queue = enqueue(queue, evs)
 			}
-			continue
-		}
-		emitted, errs := b.runConcurrently(ctx, frames, hs, rec, guard)
-		for j, evs := range emitted {
-			if errs[j] != nil {
-				fail(ctx, errs[j])
+		} else {
+			emitted, errs := b.runConcurrently(ctx, frames, hs, rec, guard)
+			for j, evs := range emitted {
+				if errs[j] != nil {
+					fail(ctx, errs[j])
+				}
+				queue = enqueue(queue, evs)
 			}
-			queue = enqueue(queue, evs)
+		}
+		if done != nil {
+			done()
 		}
 	}
 }
@@ -168,15 +180,16 @@ func (b *Bus) runEvent(ctx context.Context, ef *eventFrame, h *entry, rec *event
 		}
 		f := &ef.frame
 		f.Context, f.e, ef.rec = ctx, h, rec
+		hctx := f.observe(rec.value, try) // f itself without observers
 		run, err := true, error(nil)
 		if guard != nil {
-			run, err = callGuard(f, guard, h)
+			run, err = callGuard(hctx, guard, h)
 		}
 		if err == nil && run {
 			if fn, ok := h.fn.(func(context.Context, any) error); ok && h.direct {
-				err = callErr(f, fn, rec.value)
+				err = callErr(hctx, fn, rec.value)
 			} else {
-				_, err = callChain(f, rec.value)
+				_, err = callChain(hctx, f, rec.value)
 			}
 		}
 		evs, hooks, err := f.endUnit(f.x.Load(), err)

@@ -32,11 +32,13 @@ type entry struct {
 	// (middleware reads the message), so it is allocated with it
 	// (newFrame).
 	eagerExt bool
+	obs      []Observer // the bus's observers
 	pooled   bool       // registered WithPooledContext
 	pool     *sync.Pool // of *pooledFrame, for a pooled handler without middleware
 }
 
-func (e *entry) build(busMW []Middleware) {
+func (e *entry) build(busMW []Middleware, obs []Observer) {
+	e.obs = obs
 	e.direct = len(busMW) == 0 && len(e.own) == 0
 	e.eagerExt = !e.direct
 	e.pool = nil

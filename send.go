@@ -87,7 +87,7 @@ func (b *Bus) openCommand(ctx context.Context, e *entry) (*frame, error) {
 // with a pooled context: e is pooled, and ctx belongs to no unit of work
 // of b that the command would join.
 func (b *Bus) pooledRoot(ctx context.Context, e *entry) bool {
-	if e.pool == nil || b.opts.ConflictRetry != nil {
+	if e.pool == nil || b.opts.ConflictRetry != nil || len(e.obs) > 0 {
 		return false
 	}
 	outer := frameFrom(ctx)
@@ -123,7 +123,9 @@ func callTyped[M, R any](ctx context.Context, fn func(context.Context, M) (R, er
 
 // callChain runs the handler of f through its middleware with body as the
 // message.
-func callChain(f *frame, body any) (out any, err error) {
+// callChain runs the handler of f through its middleware with body as the
+// message, in ctx (f, or a context an observer derived from it).
+func callChain(ctx context.Context, f *frame, body any) (out any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = newPanicError(p)
@@ -131,7 +133,7 @@ func callChain(f *frame, body any) (out any, err error) {
 	}()
 	m := f.message()
 	m.Body = body
-	return f.e.chain.Handle(f, m)
+	return f.e.chain.Handle(ctx, m)
 }
 
 func resultAs[R any](e *entry, out any) (R, error) {
@@ -191,14 +193,21 @@ func Send[R, C any](ctx context.Context, bus *Bus, cmd C) (R, error) {
 		if err != nil {
 			return zero, err
 		}
+		var hctx context.Context = f
+		if len(e.obs) > 0 {
+			hctx = f.observe(cmd, try)
+		}
 		var res R
 		if fast {
-			res, err = callTyped(f, fn, cmd)
+			res, err = callTyped(hctx, fn, cmd)
 		} else {
 			var out any
-			if out, err = callChain(f, cmd); err == nil {
+			if out, err = callChain(hctx, f, cmd); err == nil {
 				res, err = resultAs[R](e, out)
 			}
+		}
+		if len(e.obs) > 0 {
+			f.setResult(f.x.Load(), res)
 		}
 		again, err := f.finishTry(err, try)
 		switch {
@@ -230,10 +239,14 @@ func Exec[C any](ctx context.Context, bus *Bus, cmd C) error {
 		if err != nil {
 			return err
 		}
+		var hctx context.Context = f
+		if len(e.obs) > 0 {
+			hctx = f.observe(cmd, try)
+		}
 		if fast {
-			err = callErr(f, fn, cmd)
+			err = callErr(hctx, fn, cmd)
 		} else {
-			_, err = callChain(f, cmd)
+			_, err = callChain(hctx, f, cmd)
 		}
 		if again, err := f.finishTry(err, try); !again {
 			return err
@@ -273,7 +286,7 @@ func Run(ctx context.Context, bus *Bus, name string, fn func(ctx context.Context
 		if err != nil {
 			return err
 		}
-		if again, err := f.finishTry(callRun(f, fn), try); !again {
+		if again, err := f.finishTry(callRun(f.observe(nil, try), fn), try); !again {
 			return err
 		}
 	}
@@ -313,21 +326,42 @@ func Query[R, Q any](ctx context.Context, bus *Bus, q Q) (R, error) {
 			return zero, err
 		}
 	}
-	if fast && e.pool != nil {
+	if fast && e.pool != nil && len(e.obs) == 0 {
 		pf, pctx := e.pooledContext(ctx)
 		res, err := callTyped(pctx, fn, q)
 		_ = pf.end(nil) // a query frame has no unit to end
 		return res, err
 	}
 	f := newFrame(ctx, e)
+	if len(e.obs) > 0 {
+		return observedQuery(f, fn, q, fast)
+	}
 	if fast {
 		return callTyped(f, fn, q)
 	}
-	out, err := callChain(f, q)
+	out, err := callChain(f, f, q)
 	if err != nil {
 		return zero, err
 	}
 	return resultAs[R](e, out)
+}
+
+// observedQuery is Query's call of the handler of f when the bus has
+// observers.
+func observedQuery[R, Q any](f *frame, fn func(context.Context, Q) (R, error), q Q, fast bool) (res R, err error) {
+	hctx := f.observe(q, 1)
+	if fast {
+		res, err = callTyped(hctx, fn, q)
+	} else {
+		var out any
+		if out, err = callChain(hctx, f, q); err == nil {
+			res, err = resultAs[R](f.e, out)
+		}
+	}
+	x := f.x.Load()
+	f.setResult(x, res)
+	f.endObservation(x, err, NoUnit)
+	return res, err
 }
 
 // Stream runs the streaming query handler of q and yields what it yields.
@@ -347,18 +381,23 @@ func Stream[T, Q any](ctx context.Context, bus *Bus, q Q) iter.Seq2[T, error] {
 			return
 		}
 		f := newFrame(ctx, e)
+		var hctx context.Context = f
+		if len(e.obs) > 0 {
+			hctx = f.observe(q, 1)
+		}
 		var seq iter.Seq2[T, error]
 		if fn, ok := e.fn.(func(context.Context, Q) iter.Seq2[T, error]); ok && e.direct {
-			seq, err = callStream(f, fn, q)
+			seq, err = callStream(hctx, fn, q)
 		} else {
 			var out any
-			if out, err = callChain(f, q); err == nil && out != nil {
+			if out, err = callChain(hctx, f, q); err == nil && out != nil {
 				var ok bool
 				if seq, ok = out.(iter.Seq2[T, error]); !ok {
 					err = fmt.Errorf("%w: middleware of stream %s returned a %T", ErrResultType, e.name, out)
 				}
 			}
 		}
+		f.endObservation(f.x.Load(), err, NoUnit)
 		if err != nil {
 			yield(zero, err)
 			return

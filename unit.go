@@ -105,7 +105,8 @@ type frameExt struct {
 	msg    *Message // what middleware sees; nil until callChain needs it
 	sp     int32    // the savepoint a nested frame set (spName), 0 for none
 	done   bool     // the handler has returned; guarded by unit.mu
-	own    meta     // the identity of a command or query
+	obs    *observation
+	own    meta // the identity of a command or query
 }
 
 // unitExt is a frameExt with the unit of work it roots: one allocation.
@@ -534,6 +535,13 @@ func (f *frame) finishNested(x *frameExt, err error) error {
 	}
 	u.mu.Unlock()
 	f.bus().runRollback(f.Context, undone)
+	if x.obs != nil {
+		outcome := Joined
+		if err != nil {
+			outcome = RolledBack
+		}
+		f.endObservation(x, err, outcome)
+	}
 	return err
 }
 
@@ -623,6 +631,19 @@ func callHook(ctx context.Context, fn func(context.Context) error) (err error) {
 // of prepare or commit, joined with a rollback error if any). x is f's
 // extension as the caller loaded it, nil if there was none yet.
 func (f *frame) endUnit(x *frameExt, err error) ([]recorded, []hook, error) {
+	evs, hooks, err := f.closeUnit(x, err)
+	if x != nil && x.obs != nil {
+		outcome := Committed
+		if err != nil {
+			outcome = RolledBack
+		}
+		f.endObservation(x, err, outcome)
+	}
+	return evs, hooks, err
+}
+
+// closeUnit is endUnit but for the observers.
+func (f *frame) closeUnit(x *frameExt, err error) ([]recorded, []hook, error) {
 	if x == nil {
 		// The handler recorded nothing and there is no transaction: the
 		// common case costs one atomic operation. A goroutine of the

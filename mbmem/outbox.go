@@ -28,6 +28,8 @@ type Outbox struct {
 	rows   []*outboxRow // pending and parked, in write order
 	parked int64
 	now    func() time.Time // for tests; nil means time.Now
+	added  chan struct{}    // closed when messages are added; see Wait
+	missed bool             // messages were added while nobody waited
 }
 
 type outboxRow struct {
@@ -46,6 +48,7 @@ var (
 	_ mbdriver.OutboxWriter  = (*Outbox)(nil)
 	_ mbdriver.OutboxStore   = (*Outbox)(nil)
 	_ mbdriver.OutboxStatter = (*Outbox)(nil)
+	_ mbdriver.OutboxWaiter  = (*Outbox)(nil)
 )
 
 func (o *Outbox) clock() time.Time {
@@ -80,6 +83,35 @@ func (o *Outbox) add(msgs []mbdriver.OutboxMessage) {
 	for _, m := range msgs {
 		o.seq++
 		o.rows = append(o.rows, &outboxRow{seq: o.seq, m: m, created: now, due: m.NotBefore})
+	}
+	if o.added != nil {
+		close(o.added)
+		o.added = nil
+	} else {
+		o.missed = true
+	}
+}
+
+// Wait returns when messages are added after the last Wait returned (at
+// once if some were added meanwhile), or with ctx's error: a Relay over
+// the Outbox is woken the moment a unit's messages land.
+func (o *Outbox) Wait(ctx context.Context) error {
+	o.mu.Lock()
+	if o.missed {
+		o.missed = false
+		o.mu.Unlock()
+		return nil
+	}
+	if o.added == nil {
+		o.added = make(chan struct{})
+	}
+	ch := o.added
+	o.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
