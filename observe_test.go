@@ -73,7 +73,7 @@ func TestObserver(t *testing.T) {
 	wantSeq(t, log.get(), []string{
 		"start command create try 1",
 		"start command do nested try 1", "end do rolled back <nil> err",
-		"start command do nested try 1", "end do joined <nil>",
+		"start command do nested try 1", "end do joined {}",
 		"end create committed {a}",
 		"dispatch mb_test.AccountCreated to 1",
 		"start event welcome try 1", "end welcome committed <nil>",
@@ -101,7 +101,7 @@ func TestObserverTriesAndPanics(t *testing.T) {
 	noErr(t, mb.Exec(context.Background(), bus, DoIt{}))
 	wantSeq(t, log.get(), []string{
 		"start command do try 1", "end do rolled back <nil> err",
-		"start command do try 2", "end do committed <nil>",
+		"start command do try 2", "end do committed {}",
 		"dispatch mb_test.Ping to 0", "dispatched mb_test.Ping",
 	})
 	// Two starts and one end of a dispatch panicked.

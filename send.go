@@ -243,10 +243,16 @@ func Exec[C any](ctx context.Context, bus *Bus, cmd C) error {
 		if len(e.obs) > 0 {
 			hctx = f.observe(cmd, try)
 		}
+		var out any
 		if fast {
-			err = callErr(hctx, fn, cmd)
+			if err = callErr(hctx, fn, cmd); len(e.obs) > 0 {
+				out = struct{}{}
+			}
 		} else {
-			_, err = callChain(hctx, f, cmd)
+			out, err = callChain(hctx, f, cmd)
+		}
+		if len(e.obs) > 0 {
+			f.setResult(f.x.Load(), out)
 		}
 		if again, err := f.finishTry(err, try); !again {
 			return err

@@ -9,8 +9,9 @@
 // with what the handler returned and whether its unit of work committed,
 // and every dispatched event with its id, correlation id and causation id
 // ([Recorder.Events]). [EventsOf] and [CommandsOf] return the typed values.
-// Dispatch finishes before mb.Send and mb.Publish return, so everything is
-// recorded by the time they do.
+// A Recorder is an [mb.Observer]: it adds no handler or middleware, so the
+// bus behaves as it would without it. Dispatch finishes before mb.Send and
+// mb.Publish return, so everything is recorded by the time they do.
 //
 // # Assertions
 //

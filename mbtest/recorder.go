@@ -2,20 +2,12 @@ package mbtest
 
 import (
 	"context"
-	"fmt"
-	"runtime/debug"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/mb-go/mb"
 )
-
-// recorderHandler begins the handler name of the catch-all event
-// subscription of every Recorder; the recorders' middleware lets these
-// handlers through unrecorded.
-const recorderHandler = "mbtest.Recorder"
 
 // Recorder records what happens on the buses it is attached to: every
 // handler invocation (commands, queries, stream queries and each event
@@ -56,8 +48,9 @@ type Handling struct {
 	// for commands registered with mb.HandleCommandNoResult.
 	Result any
 
-	// Err is the error the handler returned; a panic is recorded as an
-	// *mb.PanicError (and still propagates to the bus).
+	// Err is the error of the handling: the handler's (a panic is an
+	// *mb.PanicError), or, when the handler succeeded, its unit of
+	// work's (a failed before-commit hook or commit).
 	Err error
 
 	// Committed reports, for command and event handlers, that the unit of
@@ -89,23 +82,18 @@ func Record(bus *mb.Bus) *Recorder {
 	return r
 }
 
-// Attach makes r record what happens on bus: it installs a middleware with
-// [mb.Bus.Use] that records every handler invocation, and a catch-all event
-// handler (mb.Subscribe[any]) that records every dispatched event. The
-// catch-all handler is not recorded as a handling.
+// Attach makes r record what happens on bus: it adds r to the bus's
+// observers ([mb.Bus.Observe]), from which it records every handler
+// invocation and every dispatched event. It adds no handler and no
+// middleware, so it changes nothing of what the bus does.
 //
 // Attach before dispatching; it may be called before or after registering
 // handlers. Attaching r to the same bus again does nothing; one recorder
 // may record several buses. Attach panics if bus is nil.
 //
-// Like every event handler, the catch-all handler runs in a unit of work of
-// its own (it never asks for a transaction, so it begins none on a bus with
-// a [mb.Transactor]), and it runs inside the bus-wide middleware, so middleware that rejects an event (mb.Validate, say) keeps
-// it from being recorded and reports an error for handler
-// "mbtest.Recorder(0x...)" too. The recorder's middleware sits inside
-// the middleware given in [mb.Options.Middleware] and added with Use
-// before Attach, and outside per-handler middleware: a handler wrapped in
-// a bus-wide mb.Retry is recorded once per attempt.
+// An invocation is recorded once however many tries its middleware makes
+// (mb.Retry), as it starts: before any middleware, so also when middleware
+// rejects the message (mb.Validate, say).
 func (r *Recorder) Attach(bus *mb.Bus) {
 	if bus == nil {
 		panic("mbtest: Recorder.Attach with a nil *mb.Bus")
@@ -120,57 +108,43 @@ func (r *Recorder) Attach(bus *mb.Bus) {
 	}
 	r.buses[bus] = struct{}{}
 	r.mu.Unlock()
-	bus.Use(r.middleware)
-	// Each recorder's handler has its own name: handlers that one event
-	// reaches must have distinct names.
-	mb.Subscribe(bus, r.recordEvent, mb.WithName(fmt.Sprintf("%s(%p)", recorderHandler, r)))
+	bus.Observe(r)
 }
 
-func (r *Recorder) middleware(next mb.Handler) mb.Handler {
-	return mb.HandlerFunc(func(ctx context.Context, msg *mb.Message) (any, error) {
-		if msg.Kind == mb.KindEvent && strings.HasPrefix(msg.Handler, recorderHandler+"(") {
-			return next.Handle(ctx, msg)
-		}
-		h := &Handling{Metadata: msg.Metadata(), Body: msg.Body}
-		r.mu.Lock()
-		r.handled = append(r.handled, h)
-		r.mu.Unlock()
-		defer func() {
-			// Record a panic and let it go on to the bus, which turns it
-			// into the error the caller sees. (runtime.Goexit, as in
-			// t.FailNow, recovers nil and goes on too.)
-			if p := recover(); p != nil {
-				r.mu.Lock()
-				h.Err = &mb.PanicError{Value: p, Stack: debug.Stack()}
-				r.mu.Unlock()
-				panic(p)
-			}
-		}()
-		out, err := next.Handle(ctx, msg)
-		r.mu.Lock()
-		h.Err = err
-		if err == nil && (msg.Kind == mb.KindCommand || msg.Kind == mb.KindQuery) {
-			h.Result = out
-		}
-		r.mu.Unlock()
-		if err == nil && (msg.Kind == mb.KindCommand || msg.Kind == mb.KindEvent) {
-			// Runs only if the unit commits with this handler's work:
-			// discarded with the handler's events on rollback.
-			_ = mb.AfterCommit(ctx, func(context.Context) {
-				r.mu.Lock()
-				h.Committed = true
-				r.mu.Unlock()
-			})
-		}
-		return out, err
-	})
-}
-
-func (r *Recorder) recordEvent(ctx context.Context, event any) error {
-	md, _ := mb.MetadataFrom(ctx)
-	md.Handler = ""
+// HandlerStarted records a handling; it is r's side of [mb.Observer].
+func (r *Recorder) HandlerStarted(ctx context.Context, hs *mb.Handling) (context.Context, func(*mb.HandlingEnd)) {
+	h := &Handling{Metadata: hs.Metadata, Body: hs.Body}
 	r.mu.Lock()
-	r.events = append(r.events, Event{Metadata: md, Body: event})
+	r.handled = append(r.handled, h)
+	r.mu.Unlock()
+	if hs.Nested {
+		// Its work commits only if every enclosing unit does: this hook
+		// runs then, and is dropped with the nested scope's work if that
+		// rolls back.
+		_ = mb.AfterCommit(ctx, func(context.Context) {
+			r.mu.Lock()
+			h.Committed = true
+			r.mu.Unlock()
+		})
+	}
+	return ctx, func(end *mb.HandlingEnd) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		h.Err = end.Err
+		if end.Err == nil && (h.Kind == mb.KindCommand || h.Kind == mb.KindQuery) {
+			h.Result = end.Result
+		}
+		if end.Unit == mb.Committed {
+			h.Committed = true
+		}
+	}
+}
+
+// EventDispatched records a dispatched event; it is r's side of
+// [mb.Observer].
+func (r *Recorder) EventDispatched(ctx context.Context, e *mb.EventDispatch) func() {
+	r.mu.Lock()
+	r.events = append(r.events, Event{Metadata: e.Metadata, Body: e.Body})
 	r.mu.Unlock()
 	return nil
 }

@@ -91,8 +91,8 @@ func TestTransactorCommitErr(t *testing.T) {
 	}
 	checkCalls(t, tr, "tx1 begin", "tx1 commit")
 	mbtest.AssertNoEvents(t, rec) // never committed: never dispatched
-	if cmds := rec.Commands(); len(cmds) != 1 || cmds[0].Err != nil || cmds[0].Committed {
-		t.Errorf("commands = %+v, want a successful handler whose unit did not commit", cmds)
+	if cmds := rec.Commands(); len(cmds) != 1 || !errors.Is(cmds[0].Err, errCommit) || cmds[0].Committed {
+		t.Errorf("commands = %+v, want a handling that failed to commit", cmds)
 	}
 }
 
