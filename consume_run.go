@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"maps"
 	"strconv"
 	"strings"
@@ -425,12 +426,16 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) outcome {
 			if m.Attempt > 0 {
 				attempt = m.Attempt + k - 1
 			}
+			failure := &ConsumerError{
+				Topic: d.sourceTopic(), Group: c.o.Group, Name: env.Type, ID: env.ID, Source: env.Source,
+				CorrelationID: env.CorrelationID, Attempt: attempt, MaxAttempts: c.o.MaxAttempts, Err: herr,
+			}
 			if attempt >= c.o.MaxAttempts {
 				c.forget(fkey)
-				c.deadLetter(ctx, d, fmt.Errorf("mb: consumer: %s %q from %q failed %d times: %w", env.Type, env.ID, d.sourceTopic(), attempt, herr), attempt, st.first, st.last)
+				c.deadLetter(ctx, d, failure, attempt, st.first, st.last)
 				next = settled
 			} else {
-				c.report(ctx, fmt.Errorf("mb: consumer: %s %q from %q failed (attempt %d of %d, will retry): %w", env.Type, env.ID, d.sourceTopic(), attempt, c.o.MaxAttempts, herr))
+				c.report(ctx, failure)
 				next = c.later(ctx, d, c.o.Backoff.Delay(attempt))
 			}
 		}
@@ -673,6 +678,60 @@ func (c *Consumer) deadLetter(ctx context.Context, d *delivery, cause error, att
 		c.nackD(ctx, d, c.o.Backoff.Delay(attempts))
 		return
 	}
-	c.report(ctx, fmt.Errorf("mb: consumer: moved %q to dead-letter topic %q: %w", m.ID, dlTopic, cause))
+	var failure *ConsumerError
+	if errors.As(cause, &failure) {
+		failure.DeadLetterTopic = dlTopic
+		c.report(ctx, failure)
+	} else {
+		c.report(ctx, fmt.Errorf("mb: consumer: moved %q to dead-letter topic %q: %w", m.ID, dlTopic, cause))
+	}
 	c.ack(d)
+}
+
+// ConsumerError is what a [Consumer] reports to its ErrorHandler when the
+// handling of a message failed: to be tried again, or for good (it was
+// moved to the dead-letter topic, or has nowhere to go). It wraps the
+// handlers' errors (each a *[HandlerError]). Logged with log/slog, it is
+// a group of attributes: msg, topic, group, name, id, source,
+// correlation_id, attempt, max_attempts and, once dead-lettered,
+// dead_letter_topic; no payload.
+type ConsumerError struct {
+	Topic           string // the topic the message came from
+	Group           string // the consumer group
+	Name            string // the message name (CloudEvents type)
+	ID              string // the message id
+	Source          string // the message's CloudEvents source
+	CorrelationID   string
+	Attempt         int    // which handling failed, from 1
+	MaxAttempts     int    // ConsumerOptions.MaxAttempts
+	DeadLetterTopic string // set once the message was moved there
+	Err             error  // the handlers' errors, joined
+}
+
+// Error says what failed and what happens next.
+func (e *ConsumerError) Error() string {
+	if e.DeadLetterTopic != "" {
+		return fmt.Sprintf("mb: consumer: moved %q to dead-letter topic %q: %s %q from %q failed %d times: %v", e.ID, e.DeadLetterTopic, e.Name, e.ID, e.Topic, e.Attempt, e.Err)
+	}
+	if e.Attempt >= e.MaxAttempts {
+		return fmt.Sprintf("mb: consumer: %s %q from %q failed %d times: %v", e.Name, e.ID, e.Topic, e.Attempt, e.Err)
+	}
+	return fmt.Sprintf("mb: consumer: %s %q from %q failed (attempt %d of %d, will retry): %v", e.Name, e.ID, e.Topic, e.Attempt, e.MaxAttempts, e.Err)
+}
+
+// Unwrap returns the handlers' errors.
+func (e *ConsumerError) Unwrap() error { return e.Err }
+
+// LogValue makes e a group of attributes in log/slog records; see
+// [ConsumerError].
+func (e *ConsumerError) LogValue() slog.Value {
+	attrs := []slog.Attr{
+		slog.String("msg", e.Error()), slog.String("topic", e.Topic), slog.String("group", e.Group),
+		slog.String("name", e.Name), slog.String("id", e.ID), slog.String("source", e.Source),
+		slog.String("correlation_id", e.CorrelationID), slog.Int("attempt", e.Attempt), slog.Int("max_attempts", e.MaxAttempts),
+	}
+	if e.DeadLetterTopic != "" {
+		attrs = append(attrs, slog.String("dead_letter_topic", e.DeadLetterTopic))
+	}
+	return slog.GroupValue(attrs...)
 }

@@ -87,7 +87,7 @@ func (b *Bus) dispatch(ctx context.Context, first []recorded, frames0 []eventFra
 		}
 		if int(rec.depth) > b.opts.MaxCascadeDepth {
 			b.report(ctx, &HandlerError{
-				Kind: KindEvent, Name: rec.et.info.name, ID: rec.meta.ID(),
+				Kind: KindEvent, Name: rec.et.info.name, ID: rec.meta.ID(), CorrelationID: rec.meta.correlation(),
 				Err: fmt.Errorf("%w: depth %d, limit %d", ErrCascadeLimit, rec.depth, b.opts.MaxCascadeDepth),
 			})
 			continue
@@ -207,7 +207,7 @@ func (b *Bus) runEvent(ctx context.Context, ef *eventFrame, h *entry, rec *event
 		}
 		return evs, &HandlerError{
 			Kind: KindEvent, Name: rec.et.info.name, Handler: h.handler,
-			ID: rec.meta.ID(), Err: err,
+			ID: rec.meta.ID(), CorrelationID: rec.meta.correlation(), Err: err,
 		}
 	}
 }

@@ -3,6 +3,7 @@ package mb
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 )
 
@@ -83,13 +84,33 @@ func (e *PanicError) Unwrap() []error {
 
 // HandlerError is what the bus reports to its error handler when an event
 // handler fails, panics or cannot be run. Its Err is the original error.
-// Its fields are named like those of [Metadata].
+// Its fields are named like those of [Metadata]. Logged with log/slog, it
+// is a group of the attributes the [Logging] middleware uses too.
 type HandlerError struct {
-	Kind    Kind   // the kind of message being handled (KindEvent)
-	Name    string // the message name
-	Handler string // the handler name; "" when no handler ran (cascade limit)
-	ID      string // the id of the message
-	Err     error  // what went wrong
+	Kind          Kind   // the kind of message being handled (KindEvent)
+	Name          string // the message name
+	Handler       string // the handler name; "" when no handler ran (cascade limit)
+	ID            string // the id of the message
+	CorrelationID string // the id of the root of the message's business flow
+	Err           error  // what went wrong
+}
+
+// LogValue makes e a group of attributes in log/slog records: msg (the
+// error's text) and kind, name, handler, id and correlation_id, as the
+// [Logging] middleware writes them. No payload is logged.
+func (e *HandlerError) LogValue() slog.Value {
+	return slog.GroupValue(append([]slog.Attr{slog.String("msg", e.Error())},
+		messageAttrs(e.Kind, e.Name, e.Handler, e.ID, e.CorrelationID)...)...)
+}
+
+// messageAttrs are the attributes that identify a message in mb's log
+// records, by the names every record uses.
+func messageAttrs(kind Kind, name, handler, id, correlation string) []slog.Attr {
+	attrs := []slog.Attr{slog.String("kind", kind.String()), slog.String("name", name)}
+	if handler != "" {
+		attrs = append(attrs, slog.String("handler", handler))
+	}
+	return append(attrs, slog.String("id", id), slog.String("correlation_id", correlation))
 }
 
 // Error describes the failure with the message and handler names.

@@ -105,14 +105,8 @@ func Logging(logger *slog.Logger) Middleware {
 			if !l.Enabled(ctx, level) {
 				return out, err
 			}
-			attrs := []slog.Attr{
-				slog.String("kind", msg.Kind.String()),
-				slog.String("name", msg.Name),
-				slog.String("handler", msg.Handler),
-				slog.String("id", msg.ID()),
-				slog.String("correlation_id", msg.CorrelationID()),
-				slog.Duration("duration", time.Since(start)),
-			}
+			attrs := append(messageAttrs(msg.Kind, msg.Name, msg.Handler, msg.ID(), msg.CorrelationID()),
+				slog.Duration("duration", time.Since(start)))
 			text := "mb: handled"
 			if err != nil {
 				attrs = append(attrs, slog.Any("error", err))
