@@ -30,6 +30,47 @@ type Outbox struct {
 	now    func() time.Time // for tests; nil means time.Now
 	added  chan struct{}    // closed when messages are added; see Wait
 	missed bool             // messages were added while nobody waited
+	chg    chan struct{}    // closed at the next change; see Changed
+}
+
+// changed tells the watchers of Changed. Call with o.mu held.
+func (o *Outbox) changed() {
+	if o.chg != nil {
+		close(o.chg)
+		o.chg = nil
+	}
+}
+
+// Changed returns a channel that is closed at the next change of the
+// outbox: messages added, sent, retried, given back or parked. With
+// [Outbox.Due] it lets a test wait, without polling, until every message
+// due was relayed (package mbtest's Harness does).
+func (o *Outbox) Changed() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.chg == nil {
+		o.chg = make(chan struct{})
+	}
+	return o.chg
+}
+
+// Due returns the number of pending messages that are due now (not
+// waiting for their NotBefore time or a retry's), and of those that wait.
+// Parked messages count in neither.
+func (o *Outbox) Due() (due, waiting int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := o.clock()
+	for _, r := range o.rows {
+		switch {
+		case r.parked:
+		case r.due.After(now):
+			waiting++
+		default:
+			due++
+		}
+	}
+	return due, waiting
 }
 
 type outboxRow struct {
@@ -90,6 +131,7 @@ func (o *Outbox) add(msgs []mbdriver.OutboxMessage) {
 	} else {
 		o.missed = true
 	}
+	o.changed()
 }
 
 // Wait returns when messages are added after the last Wait returned (at
@@ -153,6 +195,7 @@ func (o *Outbox) Claim(ctx context.Context, owner string, max int, lease time.Du
 func (o *Outbox) settle(msgs []*mbdriver.OutboxMessage, fn func(r *outboxRow)) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	defer o.changed()
 	for _, m := range msgs {
 		r, ok := m.Handle.(*outboxRow)
 		if !ok {
@@ -169,6 +212,7 @@ func (o *Outbox) Sent(_ context.Context, msgs []*mbdriver.OutboxMessage) error {
 	err := o.settle(msgs, func(r *outboxRow) { gone[r] = true })
 	o.mu.Lock()
 	o.rows = slices.DeleteFunc(o.rows, func(r *outboxRow) bool { return gone[r] })
+	o.changed()
 	o.mu.Unlock()
 	return err
 }

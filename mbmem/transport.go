@@ -180,6 +180,7 @@ func (t *Transport) Publish(ctx context.Context, topic string, msgs []*mbdriver.
 		}
 		g.broadcast()
 	})
+	b.changed()
 	return nil
 }
 
@@ -238,6 +239,7 @@ func (t *Transport) Subscribe(ctx context.Context, sub mbdriver.Subscription) (m
 		} else {
 			b.topics[sub.Topic] = append(b.topics[sub.Topic], g)
 		}
+		b.changed()
 	}
 	r := &receiver{t: t, g: g, done: make(chan struct{})}
 	t.receivers[r] = struct{}{}
@@ -293,6 +295,29 @@ type broker struct {
 	patterns []*group                // pattern groups
 	logs     map[string][]*storedMsg // the last retain messages of each topic, oldest first
 	seq      uint64                  // the seq of the last published message
+	chg      chan struct{}           // closed at the next change; nil until watched (Changed)
+}
+
+// changed tells the watchers of Changed. Call with b.mu held.
+func (b *broker) changed() {
+	if b.chg != nil {
+		close(b.chg)
+		b.chg = nil
+	}
+}
+
+// Changed returns a channel that is closed at the next change of the
+// broker's messages: a publish, an ack, a nack, a new group. With
+// [Transport.Pending] it lets a test wait, without polling, until
+// everything published was handled (package mbtest's Harness does).
+func (t *Transport) Changed() <-chan struct{} {
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.chg == nil {
+		b.chg = make(chan struct{})
+	}
+	return b.chg
 }
 
 func (b *broker) connect() *Transport {
@@ -586,6 +611,7 @@ func (r *receiver) settle(msgs []*mbdriver.Message, f func(*group, *ackID, time.
 	}
 	if len(ids) > 0 {
 		r.g.broadcast()
+		b.changed()
 	}
 	return nil
 }

@@ -34,6 +34,20 @@
 // [RunConsumer] runs an [mb.Consumer] for the length of a test and returns
 // the function that stops it (draining it) and gives Run's error.
 //
+// # Several services in one test
+//
+// [Harness] runs the services of a flow over one in-memory broker
+// ([mbmem.Transport]): buses built with [Harness.Bus], publishers with
+// [Harness.Publisher], consumers run with [Harness.Consume], outboxes
+// ([Harness.Outbox]) and the relays that empty them ([Harness.Relay]).
+// [Harness.Do] runs a step of the test and returns once everything it
+// caused has finished — event cascades, published messages consumed by
+// every group, outbox messages relayed and handled — so that the test
+// asserts on its recorders with no sleeping and no polling. The harness
+// knows what is in flight from the buses' observers, the broker's pending
+// counts and the outboxes' due messages, and wakes when any of them
+// changes; [HarnessOptions.Timeout] bounds a hung step.
+//
 // # Transactions
 //
 // [Transactor] is an in-memory [mb.Transactor] that records begin, commit,
