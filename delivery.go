@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync/atomic"
 
@@ -69,9 +70,13 @@ var _ mbdriver.Publisher = (*LocalDelivery)(nil)
 // NewLocalDelivery returns a LocalDelivery to bus's handlers of the
 // messages reg decodes; opts may be nil for the defaults, and the
 // LocalDelivery keeps a copy. It returns an error wrapping
-// [ErrInvalidArgument] for a nil bus or reg or a nil codec among Codecs,
-// and one wrapping [ErrInvalidHandler] when an event handler of a
-// registered message has a generated name while an Inbox is set.
+// [ErrInvalidArgument] for a nil bus or reg, a nil codec among Codecs, or
+// a bus that itself stores an event of reg in its [Outbox]
+// ([Options.Forward]) and handles it — its handlers would run twice, right
+// after the commit and again from the relay: subscribe the durable
+// handlers on a bus of their own — and one wrapping [ErrInvalidHandler]
+// when an event handler of a registered message has a generated name
+// while an Inbox is set.
 func NewLocalDelivery(bus *Bus, reg *Registry, opts *LocalDeliveryOptions) (*LocalDelivery, error) {
 	var o LocalDeliveryOptions
 	if opts != nil {
@@ -95,6 +100,9 @@ func NewLocalDelivery(bus *Bus, reg *Registry, opts *LocalDeliveryOptions) (*Loc
 				p = append(p, fmt.Errorf("mb: LocalDeliveryOptions.Inbox: %w", err))
 			}
 		}
+	}
+	if bus != nil && reg != nil {
+		p = append(p, forwardedAndDelivered(bus, reg)...)
 	}
 	if err := p.err(); err != nil {
 		return nil, err
@@ -139,4 +147,26 @@ func (l *LocalDelivery) IsRetryable(error) bool { return false }
 func (l *LocalDelivery) Close() error {
 	l.closed.Store(true)
 	return nil
+}
+
+// forwardedAndDelivered reports the events of reg that bus both stores in
+// its Outbox (Options.Forward) and handles: delivered to bus by a relay,
+// their handlers would run twice, once after the commit and once more from
+// the outbox.
+func forwardedAndDelivered(bus *Bus, reg *Registry) []error {
+	ob, ok := bus.opts.Forward.(*Outbox)
+	if !ok || ob == nil {
+		return nil
+	}
+	var errs []error
+	for _, t := range reg.types() {
+		reg.mu.RLock()
+		name := reg.byType[t]
+		reg.mu.RUnlock()
+		if !selects(ob.sel, ob.enc.reg, t, name) || len(bus.subscribersOf([]reflect.Type{t})) == 0 {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%w: NewLocalDelivery: the bus stores %s in its Outbox (Options.Forward) and handles it, so its handlers would run twice: after the commit and again from the relay; subscribe the durable handlers on another bus and deliver to that one", ErrInvalidArgument, name))
+	}
+	return errs
 }

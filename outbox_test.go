@@ -380,3 +380,30 @@ func TestEmitAt(t *testing.T) {
 	}
 	wantErr(t, mb.EmitAt(context.Background(), due, CxOrderPlaced{}), mb.ErrNoUnitOfWork)
 }
+
+// A LocalDelivery to the bus whose Outbox stores the events would run
+// their handlers twice: right after the commit and again from the relay.
+// It is refused, naming the event; another bus, or an Outbox that does not
+// select the event, is fine.
+func TestLocalDeliveryToTheForwardingBusIsRefused(t *testing.T) {
+	reg := cxRegistry(t)
+	var store mbmem.Outbox
+	ob, _ := mb.NewOutbox(&store, reg, nil)
+	bus := mb.New(&mb.Options{Forward: ob})
+	mb.Subscribe(bus, func(ctx context.Context, e CxOrderPlaced) error { return nil }, mb.WithName("mail"))
+	_, err := mb.NewLocalDelivery(bus, reg, nil)
+	wantErr(t, err, mb.ErrInvalidArgument)
+	if !strings.Contains(err.Error(), "cx.order.placed") || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("error does not name the event and the problem: %v", err)
+	}
+
+	if _, err := mb.NewLocalDelivery(mb.New(), reg, nil); err != nil {
+		t.Fatalf("a bus without Forward: %v", err)
+	}
+	none, _ := mb.NewOutbox(&store, reg, &mb.OutboxOptions{Select: func(string) bool { return false }})
+	other := mb.New(&mb.Options{Forward: none})
+	mb.Subscribe(other, func(ctx context.Context, e CxOrderPlaced) error { return nil }, mb.WithName("mail"))
+	if _, err := mb.NewLocalDelivery(other, reg, nil); err != nil {
+		t.Fatalf("an Outbox that selects none of the events: %v", err)
+	}
+}
