@@ -11,12 +11,15 @@ import (
 	"go.uber.org/fx/fxtest"
 
 	"github.com/mb-go/mb"
+	"github.com/mb-go/mb/mbdriver"
 	"github.com/mb-go/mb/mbfx"
+	"github.com/mb-go/mb/mbmem"
+	"github.com/mb-go/mb/mbtest"
 )
 
-// usersModule declares the command and query handlers of the users,
+// accountsModule declares the command and query handlers of accounts,
 // which need the repo from the graph.
-var usersModule = fx.Module("users",
+var accountsModule = fx.Module("accounts",
 	fx.Provide(newRepo),
 	fx.Provide(mbfx.AsHandler(func(r *repo) []mbfx.Handler {
 		return []mbfx.Handler{mbfx.Command(r.create), mbfx.Query(r.get)}
@@ -29,7 +32,7 @@ func mailerModule(out *journal) fx.Option {
 	return fx.Module("mailer",
 		fx.Supply(out),
 		fx.Provide(mbfx.AsHandler(func(out *journal) mbfx.Handler {
-			return mbfx.Event(func(ctx context.Context, e UserCreated) error {
+			return mbfx.Event(func(ctx context.Context, e AccountOpened) error {
 				out.add("welcome " + e.Username)
 				return nil
 			}, mb.WithName("mailer.welcome"))
@@ -41,26 +44,26 @@ func mailerModule(out *journal) fx.Option {
 // offers, all reach the one bus.
 func TestModuleRegistersTheHandlersOfEveryModule(t *testing.T) {
 	var out journal
-	audit := func(ctx context.Context, e UserCreated) error { out.add("audit " + e.Username); return nil }
+	audit := func(ctx context.Context, e AccountOpened) error { out.add("audit " + e.Username); return nil }
 	var bus *mb.Bus
 	app := fxtest.New(t,
 		mbfx.Module,
-		usersModule,
+		accountsModule,
 		mailerModule(&out),
 		fx.Module("audit", mbfx.Install(func(bus *mb.Bus) error {
 			return mb.SubscribeSafely(bus, audit, mb.WithName("audit"))
 		})),
-		fx.Module("sync", mbfx.Handlers(mbfx.Event(syncIntegration(&out)))),
+		fx.Module("sync", mbfx.Handlers(mbfx.Event(syncAccount(&out)))),
 		fx.Populate(&bus),
 	)
 	app.RequireStart()
 	defer app.RequireStop()
 
-	user, err := mb.Send[User](context.Background(), bus, CreateUser{"me", "me@message.bus"})
+	user, err := mb.Send[Account](context.Background(), bus, OpenAccount{"me", "me@message.bus"})
 	if err != nil || user.Username != "me" {
 		t.Fatalf("Send = %v, %v", user, err)
 	}
-	got, err := mb.Query[User](context.Background(), bus, GetUser{"me"})
+	got, err := mb.Query[Account](context.Background(), bus, GetAccount{"me"})
 	if err != nil || got != user {
 		t.Fatalf("Query = %v, %v; want %v", got, err, user)
 	}
@@ -71,14 +74,14 @@ func TestModuleRegistersTheHandlersOfEveryModule(t *testing.T) {
 	}
 }
 
-func syncIntegration(out *journal) func(context.Context, UserCreated) error {
-	return func(ctx context.Context, e UserCreated) error { out.add("sync " + e.Username); return nil }
+func syncAccount(out *journal) func(context.Context, AccountOpened) error {
+	return func(ctx context.Context, e AccountOpened) error { out.add("sync " + e.Username); return nil }
 }
 
 // A mistake in any registration fails fx.New with an error that wraps
 // mb's sentinel and names what failed; every mistake is reported at once.
 func TestRegistrationMistakesFailNew(t *testing.T) {
-	otherCreate := func(context.Context, CreateUser) (User, error) { return User{}, nil }
+	otherCreate := func(context.Context, OpenAccount) (Account, error) { return Account{}, nil }
 	for _, tc := range []struct {
 		name string
 		opts []fx.Option
@@ -86,14 +89,14 @@ func TestRegistrationMistakesFailNew(t *testing.T) {
 		says []string
 	}{{
 		name: "duplicate command handler",
-		opts: []fx.Option{usersModule, fx.Module("other", mbfx.Handlers(mbfx.Command(otherCreate, mb.WithName("other"))))},
+		opts: []fx.Option{accountsModule, fx.Module("other", mbfx.Handlers(mbfx.Command(otherCreate, mb.WithName("other"))))},
 		is:   []error{mb.ErrDuplicateHandler},
-		says: []string{"registering the command handler mbfx_test.TestRegistrationMistakesFailNew.func1 for mbfx_test.CreateUser", "already handled by mbfx_test.(*repo).create"},
+		says: []string{"registering the command handler mbfx_test.TestRegistrationMistakesFailNew.func1 for mbfx_test.OpenAccount", "already handled by mbfx_test.(*repo).create"},
 	}, {
 		name: "nil handler",
-		opts: []fx.Option{mbfx.Handlers(mbfx.Command[CreateUser, User](nil))},
+		opts: []fx.Option{mbfx.Handlers(mbfx.Command[OpenAccount, Account](nil))},
 		is:   []error{mb.ErrInvalidHandler},
-		says: []string{"command handler nil for mbfx_test.CreateUser", "is nil"},
+		says: []string{"command handler nil for mbfx_test.OpenAccount", "is nil"},
 	}, {
 		name: "empty Handler",
 		opts: []fx.Option{mbfx.Handlers(mbfx.Handler{})},
@@ -165,7 +168,7 @@ func failingModule(*mb.Bus) error { return errModule }
 // panickingModule registers with the functions that panic, and makes a
 // mistake.
 func panickingModule(bus *mb.Bus) error {
-	h := func(context.Context, CreateUser) (User, error) { return User{}, nil }
+	h := func(context.Context, OpenAccount) (Account, error) { return Account{}, nil }
 	mb.HandleCommand(bus, h)
 	mb.HandleCommand(bus, h)
 	return nil
@@ -187,7 +190,7 @@ func TestMiddlewareOrder(t *testing.T) {
 		var bus *mb.Bus
 		app := fxtest.New(t,
 			mbfx.Module,
-			usersModule,
+			accountsModule,
 			fx.Supply(&mb.Options{Middleware: []mb.Middleware{mark("options")}}),
 			mbfx.Use(
 				mbfx.Middleware{Name: "late", Order: 10, Middleware: mark("late")},
@@ -201,7 +204,7 @@ func TestMiddlewareOrder(t *testing.T) {
 			})),
 			fx.Populate(&bus),
 		)
-		if _, err := mb.Query[User](context.Background(), bus, GetUser{"me"}); err != nil {
+		if _, err := mb.Query[Account](context.Background(), bus, GetAccount{"me"}); err != nil {
 			t.Fatal(err)
 		}
 		app.RequireStart().RequireStop()
@@ -224,7 +227,7 @@ func TestEventHandlersRunInAFixedOrder(t *testing.T) {
 			fx.Module("b", mbfx.Handlers(mbfx.Event(out.beta))),
 			fx.Populate(&bus),
 		)
-		if err := mb.Publish(context.Background(), bus, UserCreated{Username: "me"}); err != nil {
+		if err := mb.Publish(context.Background(), bus, AccountOpened{Username: "me"}); err != nil {
 			t.Fatal(err)
 		}
 		app.RequireStart().RequireStop()
@@ -234,6 +237,36 @@ func TestEventHandlersRunInAFixedOrder(t *testing.T) {
 	}
 }
 
-func (l *journal) alpha(context.Context, UserCreated) error { l.add("alpha"); return nil }
-func (l *journal) beta(context.Context, UserCreated) error  { l.add("beta"); return nil }
-func (l *journal) gamma(context.Context, UserCreated) error { l.add("gamma"); return nil }
+func (l *journal) alpha(context.Context, AccountOpened) error { l.add("alpha"); return nil }
+func (l *journal) beta(context.Context, AccountOpened) error  { l.add("beta"); return nil }
+func (l *journal) gamma(context.Context, AccountOpened) error { l.add("gamma"); return nil }
+
+// The recipe of the package documentation's Testing section: a recorder
+// attached with fx.Invoke, the broker of production replaced by an
+// in-memory one.
+func TestRecorderAndReplacedBroker(t *testing.T) {
+	production := fx.Module("broker", fx.Provide(func() (mbdriver.Driver, error) {
+		return nil, errors.New("no broker in tests")
+	}))
+	rec := &mbtest.Recorder{}
+	var bus *mb.Bus
+	var d mbdriver.Driver
+	app := fxtest.New(t,
+		mbfx.Module, accountsModule, production,
+		fx.Supply(&mb.Options{ErrorHandler: rec.ErrorHandler}),
+		fx.Replace(fx.Annotate(mbmem.New(nil), fx.As(new(mbdriver.Driver)))),
+		fx.Invoke(rec.Attach),
+		fx.Populate(&bus, &d),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	defer d.Close()
+	if _, ok := d.(*mbmem.Transport); !ok {
+		t.Fatalf("the driver is a %T", d)
+	}
+	if _, err := mb.Send[Account](t.Context(), bus, OpenAccount{Username: "me"}); err != nil {
+		t.Fatal(err)
+	}
+	mbtest.AssertEvents(t, rec, AccountOpened{Username: "me"})
+	mbtest.AssertNoErrors(t, rec)
+}

@@ -9,37 +9,38 @@ import (
 	"github.com/mb-go/mb"
 )
 
-// The seed use case, as the tests' domain.
+// The tests' domain: the seed use case under other names (the example
+// has the seed's own).
 type (
-	CreateUser struct{ Username, Email string }
-	User       struct{ Username, Email string }
-	GetUser    struct{ Username string }
+	OpenAccount struct{ Username, Email string }
+	Account     struct{ Username, Email string }
+	GetAccount  struct{ Username string }
 )
 
-type UserCreated struct{ Username, Email string }
+type AccountOpened struct{ Username, Email string }
 
-func (UserCreated) MessageName() string { return "users.created" }
+func (AccountOpened) MessageName() string { return "accounts.opened" }
 
-// repo is the users module's store, a dependency of its handlers.
+// repo is the accounts module's store, a dependency of its handlers.
 type repo struct {
-	mu    sync.Mutex
-	users map[string]User
+	mu       sync.Mutex
+	accounts map[string]Account
 }
 
-func newRepo() *repo { return &repo{users: map[string]User{}} }
+func newRepo() *repo { return &repo{accounts: map[string]Account{}} }
 
-func (r *repo) create(ctx context.Context, cmd CreateUser) (User, error) {
-	u := User(cmd)
+func (r *repo) create(ctx context.Context, cmd OpenAccount) (Account, error) {
+	u := Account(cmd)
 	r.mu.Lock()
-	r.users[u.Username] = u
+	r.accounts[u.Username] = u
 	r.mu.Unlock()
-	return u, mb.Emit(ctx, UserCreated(cmd))
+	return u, mb.Emit(ctx, AccountOpened(cmd))
 }
 
-func (r *repo) get(ctx context.Context, q GetUser) (User, error) {
+func (r *repo) get(ctx context.Context, q GetAccount) (Account, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.users[q.Username], nil
+	return r.accounts[q.Username], nil
 }
 
 // journal is a list of lines that handlers append to from any goroutine.
@@ -63,8 +64,8 @@ func (l *journal) get() []string {
 // registry returns a registry of the domain's events.
 func registry(t testing.TB) *mb.Registry {
 	t.Helper()
-	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/users"})
-	if err := mb.RegisterMessageSafely[UserCreated](reg); err != nil {
+	reg := mb.NewRegistry(&mb.RegistryOptions{Source: "/accounts"})
+	if err := mb.RegisterMessageSafely[AccountOpened](reg); err != nil {
 		t.Fatal(err)
 	}
 	return reg

@@ -18,7 +18,7 @@ import (
 	"github.com/mb-go/mb/mbmem"
 )
 
-const topic, group = "users.created", "mailer"
+const topic, group = "accounts.opened", "mailer"
 
 var sub = mbdriver.Subscription{Topic: topic, Group: group}
 
@@ -34,7 +34,7 @@ func newSlowMailer() *slowMailer {
 	return &slowMailer{started: make(chan string, 10), release: make(chan struct{})}
 }
 
-func (m *slowMailer) welcome(ctx context.Context, e UserCreated) error {
+func (m *slowMailer) welcome(ctx context.Context, e AccountOpened) error {
 	m.started <- e.Username
 	<-m.release
 	m.finished.Add(1)
@@ -87,7 +87,7 @@ func testDrain(t *testing.T, d mbdriver.Driver, pending func() int) {
 	app := fxtest.New(t, consumerApp(w, reg, m, mb.ConsumerOptions{}))
 	app.RequireStart()
 
-	publish(t, d, reg, UserCreated{Username: "me"})
+	publish(t, d, reg, AccountOpened{Username: "me"})
 	if got := recv(t, m.started); got != "me" {
 		t.Fatalf("handled %q", got)
 	}
@@ -182,7 +182,7 @@ func TestFailFastConsumerFailsStart(t *testing.T) {
 	if !errors.Is(err, errRefused) {
 		t.Fatalf("Start = %v, want the broker's error", err)
 	}
-	if want := `mbfx: consumer "mailer" of users.created failed to start`; !strings.Contains(err.Error(), want) {
+	if want := `mbfx: consumer "mailer" of accounts.opened failed to start`; !strings.Contains(err.Error(), want) {
 		t.Fatalf("Start = %v, want it to say %q", err, want)
 	}
 }
@@ -206,7 +206,7 @@ func TestConsumerStartsWithoutItsBroker(t *testing.T) {
 	if s.tries.Load() == 0 {
 		t.Fatal("the app started before its consumer tried to subscribe")
 	}
-	publish(t, tr, reg, UserCreated{Username: "me"})
+	publish(t, tr, reg, AccountOpened{Username: "me"})
 	close(s.open)
 	if got := recv(t, m.started); got != "me" {
 		t.Fatalf("handled %q", got)
@@ -262,7 +262,7 @@ func TestConsumerFailureShutsTheAppDown(t *testing.T) {
 			signals := app.Wait()
 			close(f.fail)
 			err := recv(t, reported)
-			if !errors.Is(err, errGone) || !strings.Contains(err.Error(), `mbfx: consumer "mailer" of users.created stopped while the app was running`) {
+			if !errors.Is(err, errGone) || !strings.Contains(err.Error(), `mbfx: consumer "mailer" of accounts.opened stopped while the app was running`) {
 				t.Fatalf("reported %v", err)
 			}
 			if !keep {
@@ -301,7 +301,7 @@ func TestRelayRunsWithTheApp(t *testing.T) {
 	var bus *mb.Bus
 	app := fxtest.New(t,
 		mbfx.Module,
-		usersModule,
+		accountsModule,
 		fx.Supply(&mb.Options{Forward: ob}),
 		fx.Provide(mbfx.AsRelay(func() mbfx.Relay {
 			return mbfx.Relay{Name: "outbox", Store: store, Publisher: tr, Options: &mb.RelayOptions{Outbox: ob}}
@@ -309,7 +309,7 @@ func TestRelayRunsWithTheApp(t *testing.T) {
 		fx.Populate(&bus),
 	)
 	app.RequireStart()
-	if _, err := mb.Send[User](ctx(t), bus, CreateUser{"me", "me@message.bus"}); err != nil {
+	if _, err := mb.Send[Account](ctx(t), bus, OpenAccount{"me", "me@message.bus"}); err != nil {
 		t.Fatal(err)
 	}
 	msgs, err := rcv.Receive(ctx(t), 10)
