@@ -1,6 +1,7 @@
 package mbfx
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -129,11 +130,7 @@ func (o Options) withDefaults() Options {
 	if o.ErrorHandler == nil {
 		logger := o.Logger
 		o.ErrorHandler = func(ctx context.Context, err error) {
-			l := logger
-			if l == nil {
-				l = slog.Default()
-			}
-			l.ErrorContext(ctx, "mbfx: stopped while the app was running", "error", err)
+			cmp.Or(logger, slog.Default()).ErrorContext(ctx, "mbfx: stopped while the app was running", "error", err)
 		}
 	}
 	return o

@@ -1,45 +1,42 @@
 package mbfx
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// fake returns a runner named name whose Run records its start in out
-// and is then ready, and ends, recording it, when its context is done and
+// fake returns a runner named name whose Run sends its start to out and
+// is then ready, and ends, sending that too, when its context is done and
 // release is closed.
-func fake(name string, out *trace, release <-chan struct{}) *runner {
+func fake(name string, out chan<- string, release <-chan struct{}) *runner {
 	ready := make(chan struct{})
 	return &runner{name: name, ready: ready, run: func(ctx context.Context) error {
-		out.add("start " + name)
+		out <- "start " + name
 		close(ready)
 		<-ctx.Done()
 		<-release
-		out.add("end " + name)
+		out <- "end " + name
 		return nil
 	}}
 }
 
-type trace struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (t *trace) add(s string) {
-	t.mu.Lock()
-	t.lines = append(t.lines, s)
-	t.mu.Unlock()
-}
-
-func (t *trace) get() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return slices.Clone(t.lines)
+// drain returns what is in ch.
+func drain(ch chan string) []string {
+	var got []string
+	for {
+		select {
+		case s := <-ch:
+			got = append(got, s)
+		default:
+			return got
+		}
+	}
 }
 
 func readyNow() <-chan struct{} {
@@ -58,11 +55,11 @@ func bounded(t *testing.T) context.Context {
 // relay is told to stop, so that the events their handlers emit while
 // draining are still relayed.
 func TestRunnersOrder(t *testing.T) {
-	var out trace
+	out := make(chan string, 6)
 	released := readyNow()
 	g := &runners{
-		relays:    []*runner{fake("r1", &out, released)},
-		consumers: []*runner{fake("c1", &out, released), fake("c2", &out, released)},
+		relays:    []*runner{fake("r1", out, released)},
+		consumers: []*runner{fake("c1", out, released), fake("c2", out, released)},
 	}
 	if err := g.start(bounded(t)); err != nil {
 		t.Fatal(err)
@@ -70,8 +67,8 @@ func TestRunnersOrder(t *testing.T) {
 	if err := g.stop(bounded(t)); err != nil {
 		t.Fatal(err)
 	}
-	got := out.get()
-	if !slices.Equal(got[:3], []string{"start r1", "start c1", "start c2"}) || got[5] != "end r1" {
+	got := drain(out)
+	if len(got) != 6 || !slices.Equal(got[:3], []string{"start r1", "start c1", "start c2"}) || got[5] != "end r1" {
 		t.Fatalf("order %q: want r1 started first and stopped last", got)
 	}
 }
@@ -79,9 +76,8 @@ func TestRunnersOrder(t *testing.T) {
 // A stop context that ends while a runner drains ends the wait: Stop
 // returns an error naming it, and the runner goes on in the background.
 func TestStopContextEndsWhileDraining(t *testing.T) {
-	var out trace
 	release := make(chan struct{})
-	g := &runners{consumers: []*runner{fake("consumer c", &out, release)}}
+	g := &runners{consumers: []*runner{fake("consumer c", make(chan string, 2), release)}}
 	if err := g.start(bounded(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -127,5 +123,19 @@ func TestStopReturnsTheDrainError(t *testing.T) {
 	}
 	if err := g.stop(bounded(t)); !errors.Is(err, errDrain) || !strings.Contains(err.Error(), "mbfx: consumer c: ") {
 		t.Fatalf("stop = %v", err)
+	}
+}
+
+// By default, a consumer or relay that stops on its own is logged with
+// Options.Logger, and the app exits with status 1.
+func TestOptionsDefaults(t *testing.T) {
+	var buf bytes.Buffer
+	o := Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))}.withDefaults()
+	o.ErrorHandler(context.Background(), errors.New("receive failed"))
+	if got := buf.String(); !strings.Contains(got, "mbfx: stopped while the app was running") || !strings.Contains(got, "receive failed") {
+		t.Errorf("logged %q", got)
+	}
+	if o.ExitCode != 1 || o.KeepRunning {
+		t.Errorf("ExitCode %d, KeepRunning %v; want 1 and false", o.ExitCode, o.KeepRunning)
 	}
 }
