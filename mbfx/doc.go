@@ -87,7 +87,11 @@
 // ([mb.ConsumerOptions]): with FailFast, its Run ends with the error and
 // the app's start fails with it; without, the consumer goes on trying in
 // the background (reporting each failure to its ErrorHandler) and the app
-// starts without waiting for its broker. A start context that ends before
+// starts without waiting for its broker. An error that the broker does
+// not report as transient (a refused permission, say) ends the
+// consumer's Run either way: it fails the start, or, if the start has
+// returned already, shuts the app down (see Failure below). A start
+// context that ends before
 // a consumer subscribed fails the start too. When the start fails, the
 // consumers and relays started so far are stopped.
 //
