@@ -22,8 +22,8 @@
 // filled with the helpers of this package or with fx's own annotations.
 // The bus is configured by the *[mb.Options] in the graph, if any:
 //
-//	fx.Provide(func(db *sql.DB, ob *mb.Outbox) *mb.Options {
-//		return &mb.Options{Transactor: mbsql.NewTransactor(db, nil), Forward: ob}
+//	fx.Provide(func(tr *mbsql.Transactor, ob *mb.Outbox) *mb.Options {
+//		return &mb.Options{Transactor: tr, Forward: ob}
 //	})
 //
 // The bus, and every consumer and relay, is built while fx.New runs, even
